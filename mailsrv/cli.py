@@ -1,0 +1,169 @@
+"""
+The C{mailsrv} admin command: users, configuration check, certificates.
+
+It finds the configuration and the data folder exactly as C{twistd mailsrv}
+does (same C{--config}/C{--data} options, same environment variables, same
+defaults), so that it changes the server running beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from functools import partial
+from pathlib import Path
+
+from mailsrv.config import CONFIG_ENV, DATA_ENV, ConfigError, Settings, load_settings
+from mailsrv.cred.passwd_file import (
+    BadAddress,
+    PasswdError,
+    canonical_user,
+    delete_user,
+    read_passwd,
+    set_password,
+)
+from mailsrv.cred.passwords import hash_password
+from mailsrv.service import server_tls
+from mailsrv.tls import create_self_signed, self_signed_paths
+
+
+class CommandError(Exception):
+    """
+    A failure to report in one line, with exit status 1.
+    """
+
+
+def _read_password(stdin) -> str:
+    """
+    Ask twice on a terminal; otherwise take the first line of standard input.
+    """
+    if stdin.isatty():
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise CommandError("the passwords do not match")
+    else:
+        password = stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CommandError("empty password")
+    return password
+
+
+def _account(settings: Settings, address: str) -> str:
+    try:
+        user = canonical_user(address, settings.default_domain)
+    except BadAddress as e:
+        raise CommandError(str(e)) from None
+    domain = user.rpartition("@")[2]
+    if domain not in settings.domains:
+        where = settings.source or "the configuration"
+        raise CommandError(f"{domain} is not a local domain; add "
+                           f"[domains.\"{domain}\"] to {where}")
+    return user
+
+
+def _passwd_path(settings: Settings) -> Path:
+    path = Path(settings.auth.passwd_file)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def user_set_password(settings: Settings, args, stdin, stdout, *, create: bool) -> None:
+    user = _account(settings, args.address)
+    stored = hash_password(_read_password(stdin), settings.auth.hash_scheme)
+    set_password(_passwd_path(settings), user, stored, create=create)
+    print(f"Added {user}." if create else f"Changed the password of {user}.", file=stdout)
+
+
+def user_del(settings: Settings, args, stdin, stdout) -> None:
+    user = _account(settings, args.address)
+    delete_user(Path(settings.auth.passwd_file), user)
+    print(f"Deleted {user} (their mail is kept).", file=stdout)
+
+
+def user_list(settings: Settings, args, stdin, stdout) -> None:
+    parsed = read_passwd(Path(settings.auth.passwd_file))
+    for problem in parsed.problems:
+        print(f"mailsrv: warning: {problem}", file=sys.stderr)
+    for user in sorted(parsed.users):
+        print(user, file=stdout)
+
+
+def config_check(settings: Settings, args, stdin, stdout) -> None:
+    if settings.tls.certificate is not None:
+        server_tls(settings)
+    print(f"{settings.source or 'built-in configuration'}: OK", file=stdout)
+
+
+def cert_create(settings: Settings, args, stdin, stdout) -> None:
+    cert, key = self_signed_paths(settings.data_dir)
+    cert, key = Path(args.cert or cert).absolute(), Path(args.key or key).absolute()
+    existing = [str(p) for p in (cert, key) if p.exists()]
+    if existing and not args.force:
+        raise CommandError(f"{', '.join(existing)} already exists; use --force to replace")
+    try:
+        create_self_signed(cert, key, args.hostname.lower())
+    except OSError as e:
+        raise CommandError(f"{e.filename}: {e.strerror}") from None
+    print(f"Wrote {cert} and {key} for {args.hostname}.", file=stdout)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                        help=f"TOML config file (default: ${CONFIG_ENV}, else built-in)")
+    common.add_argument("-d", "--data", default=argparse.SUPPRESS,
+                        help=f"data folder (default: ${DATA_ENV}, else server.data_dir)")
+    parser = argparse.ArgumentParser(prog="mailsrv", parents=[common],
+                                     description="Administer a mailsrv mail server.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    user = commands.add_parser("user", help="add, change, delete and list users")
+    user_commands = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, handler, summary in (
+        ("add", partial(user_set_password, create=True),
+         "add a user; the password is asked for, or read from stdin"),
+        ("passwd", partial(user_set_password, create=False), "change a user's password"),
+        ("del", user_del, "delete a user (their mail stays on disk)"),
+    ):
+        sub = user_commands.add_parser(name, parents=[common], help=summary)
+        sub.add_argument("address", help="user@domain (the domain may be left out)")
+        sub.set_defaults(handler=handler)
+    user_commands.add_parser("list", parents=[common], help="list users").set_defaults(
+        handler=user_list)
+
+    config = commands.add_parser("config", help="check the configuration")
+    check = config.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
+        "check", parents=[common], help="validate a config file as the server would")
+    check.add_argument("path", nargs="?", help="config file (default: as the server finds it)")
+    check.set_defaults(handler=config_check)
+
+    cert = commands.add_parser("cert", help="make certificates")
+    create = cert.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
+        "create", parents=[common], help="write a self-signed certificate and key")
+    create.add_argument("hostname", help="the name clients connect to")
+    create.add_argument("--cert", help="certificate path (default: DATA/tls/cert.pem)")
+    create.add_argument("--key", help="key path (default: DATA/tls/key.pem)")
+    create.add_argument("--force", action="store_true", help="replace existing files")
+    create.set_defaults(handler=cert_create)
+    return parser
+
+
+def main(argv=None, *, stdin=None, stdout=None) -> int:
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    args = _parser().parse_args(argv)
+    config = getattr(args, "path", None) or getattr(args, "config", None)
+    try:
+        settings = load_settings(config, getattr(args, "data", None))
+        args.handler(settings, args, stdin, stdout)
+    except (ConfigError, CommandError, PasswdError) as e:
+        print(f"mailsrv: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

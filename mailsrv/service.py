@@ -1,0 +1,224 @@
+"""
+Build the whole server from settings: the one way to run mailsrv, whether
+under C{twistd mailsrv} or inside another Twisted application.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
+from twisted.cred.portal import Portal
+from twisted.internet.endpoints import serverFromString
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+
+from mailsrv import __version__
+from mailsrv.config import IMPLICIT_TLS_ROLES, ROLES, ConfigError, Settings
+from mailsrv.cred.checker import PasswdFileChecker
+from mailsrv.cred.realm import MailRealm
+from mailsrv.cred.throttle import LoginThrottle
+from mailsrv.logs import get_logger, set_level
+from mailsrv.threads import ThreadPoolService
+from mailsrv.tls import ServerTLS, ensure_self_signed, self_signed_paths
+from mailsrv.unavailable import unavailable_factory
+
+log = get_logger(__name__)
+
+#: Which protocol each listener role speaks.
+PROTOCOL_OF_ROLE = {
+    "smtp": "smtp", "submission": "smtp", "submissions": "smtp",
+    "imap": "imap", "imaps": "imap",
+    "pop3": "pop3", "pop3s": "pop3",
+}
+
+
+class ListenError(ConfigError):
+    """
+    A listener could not be opened (port in use, no permission...).
+    """
+
+
+def prepare_data_dir(settings: Settings, owner: tuple[int, int] | None = None) -> None:
+    """
+    Create the data folder (private to its owner) and, when no certificate
+    is configured, the self-signed one.
+
+    @param owner: C{(uid, gid)} to give what is created here, for a server
+        that starts as root and drops to that user (C{twistd --uid/--gid}).
+    """
+    data_dir = settings.data_dir
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        created = [data_dir]
+        if settings.tls.certificate is None:
+            cert, key = ensure_self_signed(data_dir, settings.server.hostname)
+            created += [cert.parent, cert, key]
+        if owner is not None:
+            for path in created:
+                os.chown(path, *owner)
+    except OSError as e:
+        raise ConfigError(f"{e.filename}: cannot prepare the data folder: {e.strerror}") from None
+
+
+def server_tls(settings: Settings) -> ServerTLS:
+    """
+    The server's TLS context, from the configured or self-signed files.
+    """
+    cert, key = settings.tls.certificate, settings.tls.key
+    if cert is None:
+        cert, key = self_signed_paths(settings.data_dir)
+    return ServerTLS(cert, key, settings.tls.min_version)
+
+
+class ListenerService(Service):
+    """
+    One listening port.  It binds in C{privilegedStartService}, so that
+    ports below 1024 open before twistd drops root.
+    """
+
+    def __init__(self, role: str, description: str, endpoint, factory):
+        self.role = role
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port = None
+
+    def privilegedStartService(self):
+        super().privilegedStartService()
+        outcome = []
+        self.endpoint.listen(self.factory).addBoth(outcome.append)
+        if not outcome:
+            raise ListenError(f"listeners.{self.role}: {self.description}: did not start")
+        if isinstance(outcome[0], Failure):
+            error = outcome[0].value
+            reason = getattr(error, "socketError", None) or error
+            raise ListenError(f"listeners.{self.role}: cannot listen on {self.description}: "
+                              f"{getattr(reason, 'strerror', None) or reason}")
+        self.port = outcome[0]
+        address = self.port.getHost()
+        where = f"{address.host}:{address.port}" if hasattr(address, "port") else str(address)
+        log.info("{role} listening on {address} ({description})", role=self.role,
+                 address=where, description=self.description)
+
+    def startService(self):
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+
+
+class MailService(MultiService):
+    """
+    The running server: its listeners, the TLS context, the cred portal.
+
+    @ivar settings: the L{Settings} it was built from.
+    @ivar tls: the L{ServerTLS} shared by all listeners.
+    @ivar portal: the L{Portal} every protocol logs in through.
+    @ivar checker: the L{PasswdFileChecker} behind the portal.
+    """
+
+    def __init__(self, settings: Settings, tls: ServerTLS, portal: Portal,
+                 checker: PasswdFileChecker):
+        super().__init__()
+        self.settings = settings
+        self.tls = tls
+        self.portal = portal
+        self.checker = checker
+
+    def listeners(self) -> list[ListenerService]:
+        return [s for s in self if isinstance(s, ListenerService)]
+
+    def privilegedStartService(self):
+        source = self.settings.source or "built-in configuration"
+        log.info("mailsrv {version} starting: config {source}, data in {data}",
+                 version=__version__, source=str(source), data=str(self.settings.data_dir))
+        super().privilegedStartService()
+
+    def startService(self):
+        super().startService()
+        self.checker.users().addCallback(self._hint_when_no_users)
+
+    def _hint_when_no_users(self, users):
+        if not users:
+            domain = self.settings.default_domain
+            log.info("No users yet. Add one with: mailsrv --data {data} user add you@{domain}",
+                     data=str(self.settings.data_dir), domain=domain)
+
+    def reload(self) -> None:
+        """
+        Re-read what can change without a restart (SIGHUP).
+        """
+        self.tls.reload()
+
+
+class ReloadOnHangup(Service):
+    """
+    Call C{target.reload()} on SIGHUP, the way operators expect daemons to.
+    """
+
+    def __init__(self, target: MailService, reactor):
+        self._target = target
+        self._reactor = reactor
+        self._previous = None
+
+    def startService(self):
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def _hangup(self, signum, frame):
+        self._reactor.callFromThread(self._target.reload)
+
+    def stopService(self):
+        super().stopService()
+        signal.signal(signal.SIGHUP, self._previous or signal.SIG_DFL)
+
+
+def make_service(settings: Settings, *, reactor=None,
+                 owner: tuple[int, int] | None = None) -> MailService:
+    """
+    Build the server described by C{settings}.
+
+    Creates the data folder and certificate if needed; the listeners open
+    when the service starts.
+
+    @raise ConfigError: if something the settings name cannot be used.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    set_level(settings.logging.level)
+    prepare_data_dir(settings, owner)
+    tls = server_tls(settings)
+
+    hashing = ThreadPoolService("mailsrv-hashing", max_threads=max(2, os.cpu_count() or 1))
+    checker = PasswdFileChecker(
+        Path(settings.auth.passwd_file),
+        default_domain=settings.default_domain,
+        throttle=LoginThrottle(settings.auth.throttle, reactor),
+        pool=hashing.pool,
+        reactor=reactor,
+    )
+    portal = Portal(MailRealm(), [checker])
+    service = MailService(settings, tls, portal, checker)
+    hashing.setServiceParent(service)
+    if settings.tls.check_interval > 0:
+        TimerService(settings.tls.check_interval, tls.reload_if_changed).setServiceParent(service)
+
+    for role in ROLES:
+        protocol = PROTOCOL_OF_ROLE[role]
+        for description in settings.endpoints(role):
+            factory = unavailable_factory(protocol, settings.server.hostname)
+            if role in IMPLICIT_TLS_ROLES and not description.startswith("ssl:"):
+                factory = TLSMemoryBIOFactory(tls, False, factory)
+            factory.noisy = False
+            endpoint = serverFromString(reactor, description)
+            ListenerService(role, description, endpoint, factory).setServiceParent(service)
+    return service
