@@ -66,12 +66,12 @@ def write_test_certificate(directory: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
-def write_test_config(directory: Path, extra_config: str = "",
-                      roles=ROLES) -> tuple[Path, Path]:
+def write_test_config(directory: Path, extra_config: str = "", roles=ROLES,
+                      tls_options: str = "") -> tuple[Path, Path]:
     """
     Write a config for a test server into C{directory}: the given roles on
     port 0 of 127.0.0.1 (the others off), data in C{directory/data}, a
-    certificate from a fresh test CA.
+    certificate from a fresh test CA, and C{tls_options} in its [tls].
 
     @return: the config path and the CA path.
     """
@@ -83,7 +83,7 @@ def write_test_config(directory: Path, extra_config: str = "",
     config_path.write_text(
         f'[server]\nhostname = "localhost"\ndata_dir = "data"\n\n'
         f"[listeners]\n{listeners}\n\n"
-        f'[tls]\ncertificate = "{cert_path}"\nkey = "{key_path}"\n\n'
+        f'[tls]\ncertificate = "{cert_path}"\nkey = "{key_path}"\n{tls_options}\n\n'
         f"{extra_config}")
     return config_path, ca_path
 
@@ -120,7 +120,8 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
 
     @classmethod
-    def start(cls, testcase, extra_config: str = "", roles=ROLES) -> ServerProcess:
+    def start(cls, testcase, extra_config: str = "", roles=ROLES,
+              tls_options: str = "") -> ServerProcess:
         """
         Start a server for C{testcase} and stop it when the test ends.
 
@@ -128,7 +129,7 @@ class ServerProcess:
             sections that the generated one does not have).
         """
         directory = Path(testcase.mktemp()).absolute()
-        config_path, ca_path = write_test_config(directory, extra_config, roles)
+        config_path, ca_path = write_test_config(directory, extra_config, roles, tls_options)
         server = cls(directory, ["--config", str(config_path)], ca_path, directory / "data")
         testcase.addCleanup(server.stop)
         server.run(expect_roles=roles)

@@ -2,10 +2,11 @@
 Tests for L{mailsrv.cred.passwd_file}: Dovecot's passwd-file, read and edited.
 """
 
+import os
 import stat
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from mailsrv.cred.passwd_file import (
     BadAddress,
@@ -84,6 +85,21 @@ class EditTests(SynchronousTestCase):
         set_password(self.path, "alice@example.org", cheap_hash("a"), create=True)
         self.assertEqual(stat.S_IMODE(self.path.stat().st_mode), 0o600)
         self.assertEqual(list(read_passwd(self.path).users), ["alice@example.org"])
+
+    def test_ownerKeptWhenRootEdits(self):
+        """
+        Run as root (sudo mailsrv user add), a new file belongs to the owner
+        of its folder and an existing one keeps its owner, so the server,
+        running as that user, can still read it.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("only root can give files away")
+        os.chown(self.path.parent, 65534, 65534)
+        set_password(self.path, "alice@example.org", cheap_hash("a"), create=True)
+        self.assertEqual((self.path.stat().st_uid, self.path.stat().st_gid), (65534, 65534))
+        os.chown(self.path, 65534, 0)
+        set_password(self.path, "alice@example.org", cheap_hash("b"), create=False)
+        self.assertEqual((self.path.stat().st_uid, self.path.stat().st_gid), (65534, 0))
 
     def test_addExistingRefused(self):
         set_password(self.path, "alice@example.org", cheap_hash("a"), create=True)

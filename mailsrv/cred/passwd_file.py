@@ -139,13 +139,22 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """
+    Replace the file atomically, keeping its mode and owner.  A new file is
+    private and, when root writes it, belongs to the owner of its folder, so
+    that C{sudo mailsrv user add} leaves a file the server can still read.
+    """
     try:
-        mode = path.stat().st_mode & 0o777
+        st = path.stat()
+        mode = st.st_mode & 0o777
     except FileNotFoundError:
+        st = path.parent.stat()
         mode = 0o600
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        if os.geteuid() == 0:
+            os.fchown(fd, st.st_uid, st.st_gid)
         os.write(fd, "".join(line + "\n" for line in lines).encode("utf-8"))
         os.fsync(fd)
     finally:
