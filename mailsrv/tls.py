@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -24,6 +23,7 @@ from twisted.internet.ssl import CertificateOptions, TLSVersion
 from zope.interface import implementer
 
 from mailsrv.config import ConfigError
+from mailsrv.files import write_atomically
 from mailsrv.logs import get_logger
 
 log = get_logger(__name__)
@@ -89,20 +89,9 @@ def create_self_signed(cert_path: Path, key_path: Path, hostname: str) -> None:
     key_pem = key.private_bytes(serialization.Encoding.PEM,
                                 serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    _write_atomically(key_path, key_pem, 0o600)
-    _write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".new")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(key_path, key_pem, 0o600)
+    write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def needs_new_self_signed(cert_path: Path, hostname: str) -> bool:

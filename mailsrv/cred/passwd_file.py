@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailsrv.cred.passwords import UnsupportedHash, split_scheme
+from mailsrv.files import write_atomically
 
 
 class PasswdError(Exception):
@@ -150,21 +151,8 @@ def _write_lines(path: Path, lines: list[str]) -> None:
     except FileNotFoundError:
         st = path.parent.stat()
         mode = 0o600
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        if os.geteuid() == 0:
-            os.fchown(fd, st.st_uid, st.st_gid)
-        os.write(fd, "".join(line + "\n" for line in lines).encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 else None
+    write_atomically(path, "".join(line + "\n" for line in lines).encode("utf-8"), mode, owner)
 
 
 def set_password(path: Path, user: str, stored_password: str, *, create: bool) -> None:

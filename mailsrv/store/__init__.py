@@ -1,0 +1,1 @@
+"""The mail store: IMailStore and its backends."""

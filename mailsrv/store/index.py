@@ -1,0 +1,100 @@
+"""
+A folder's index cache: what mailsrv knows of each message beyond its file
+name (size with CRLF line ends, internal date, modification sequence), so
+that opening a large folder does not read or stat every file.
+
+One SQLite file per folder, C{mailsrv.index.sqlite}, beside Dovecot's own
+index files and as unknown to Dovecot as those are to us.  It is a cache:
+the Maildir and C{dovecot-uidlist} are the truth, and a lost or damaged
+index is rebuilt from them (modification sequences then restart above the
+clock, so they never go backwards).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+INDEX = "mailsrv.index.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS message (
+    base TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    vsize INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    modseq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass
+class IndexEntry:
+    size: int
+    vsize: int
+    mtime: float
+    modseq: int
+
+
+class FolderIndex:
+    """
+    The index of one folder.  Not thread-safe: the folder's lock serializes
+    every use, from whichever pool thread holds it.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = folder / INDEX
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        for attempt in (1, 2):
+            try:
+                db = sqlite3.connect(self.path, check_same_thread=False,
+                                     isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                return db
+            except sqlite3.DatabaseError:
+                if attempt == 2:
+                    raise
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(self.path) + suffix).unlink(missing_ok=True)
+        raise AssertionError("unreachable")
+
+    def load(self) -> tuple[dict[str, IndexEntry], int]:
+        """
+        Every cached entry by base file name, and the highest modseq.
+        """
+        entries = {base: IndexEntry(size, vsize, mtime, modseq) for base, size, vsize, mtime,
+                   modseq in self._db.execute("SELECT base, size, vsize, mtime, modseq "
+                                              "FROM message")}
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'highest_modseq'").fetchone()
+        if row is None:
+            # New or rebuilt: start above anything a lost index could have held.
+            highest = max([e.modseq for e in entries.values()] + [int(time.time())])
+        else:
+            highest = row[0]
+        return entries, highest
+
+    def update(self, entries: Iterable[tuple[str, IndexEntry]], removed: Iterable[str],
+               highest_modseq: int) -> None:
+        """
+        Write changed entries, drop removed ones, and record the highest
+        modseq, in one transaction.
+        """
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO message VALUES (?, ?, ?, ?, ?)",
+                [(b, e.size, e.vsize, e.mtime, e.modseq) for b, e in entries])
+            self._db.executemany("DELETE FROM message WHERE base = ?", [(b,) for b in removed])
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('highest_modseq', ?)",
+                             (highest_modseq,))
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,1024 @@
+"""
+The default store: Maildir++ as Dovecot and Courier lay it out, so that an
+existing Dovecot Maildir can be served as it is, and ours by Dovecot.
+
+    <root>/<domain>/<local>/          the user's INBOX (cur/ new/ tmp/)
+    <root>/<domain>/<local>/.A.B/     folder "A.B" (levels in modified UTF-7)
+
+Flags are the C{:2,} suffix of each file name (keywords as letters a-z
+mapped in C{dovecot-keywords}); UIDs live in C{dovecot-uidlist}; the
+internal date is the file's mtime.  Our own cache (L{FolderIndex}) adds
+sizes and modification sequences.
+
+A message is written to C{tmp/}, fsync'd, renamed into C{new/} (or C{cur/}
+when it has flags), and the directory fsync'd before it gets its UID and
+the caller hears of it.  Appends that arrive together share the directory
+fsync and the UID list write.  All disk work runs in a thread pool; work on
+one folder is serialized by a per-folder lock, folders proceed in parallel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mailsrv.files import fsync_directory, write_atomically
+from mailsrv.logs import get_logger
+from mailsrv.store import dovecot_files
+from mailsrv.store.dovecot_files import KEYWORD_LETTERS, UidList, UidRecord
+from mailsrv.store.index import FolderIndex, IndexEntry
+from mailsrv.store.interfaces import (
+    INBOX,
+    AppendResult,
+    CopyResult,
+    FlagsChanged,
+    FolderExists,
+    FolderInfo,
+    FolderSnapshot,
+    FolderStatus,
+    IMailStore,
+    IUserStore,
+    MessageInfo,
+    MessagesAdded,
+    MessagesExpunged,
+    NoSuchFolder,
+    OverQuota,
+    StoreError,
+    TemporaryStoreError,
+    TooManyKeywords,
+)
+from mailsrv.store.names import (
+    folder_directory,
+    folder_name_from_directory,
+    is_inside,
+    normalize_folder_name,
+    parent_names,
+)
+
+log = get_logger(__name__)
+
+#: Maildir info letters for IMAP system flags (maildir(5), Dovecot).
+_FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S",
+                 "\\Deleted": "T"}
+_LETTER_FLAGS = {v: k for k, v in _FLAG_LETTERS.items()}
+
+#: Folders every new user gets, with their special use (RFC 6154).
+DEFAULT_FOLDERS = (("Drafts", "\\Drafts"), ("Sent", "\\Sent"), ("Archive", "\\Archive"),
+                   ("Junk", "\\Junk"), ("Trash", "\\Trash"))
+
+#: Special use guessed from the name for folders we did not create
+#: (a Maildir brought from another server).
+_USE_BY_NAME = {"drafts": "\\Drafts", "sent": "\\Sent", "sent items": "\\Sent",
+                "sent messages": "\\Sent", "archive": "\\Archive", "archives": "\\Archive",
+                "junk": "\\Junk", "spam": "\\Junk", "trash": "\\Trash",
+                "deleted items": "\\Trash", "deleted messages": "\\Trash"}
+
+SPECIAL_USE_FILE = "mailsrv-special-use"
+SUBSCRIPTIONS = "subscriptions"
+
+_CHUNK = 64 * 1024
+_HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+_sequence = itertools.count()
+
+
+def user_directory(root: Path, address: str) -> Path:
+    """
+    Where a user's Maildir lives: C{root/<domain>/<local>}.
+
+    @raise StoreError: for an address that could address anything else.
+    """
+    local, _, domain = address.rpartition("@")
+    for part in (local, domain):
+        if (not part or part.startswith(".") or "/" in part or "\\" in part
+                or not part.isprintable() or len(part.encode("utf-8")) > 255):
+            raise StoreError(f"not a storable address: {address!r}")
+    return root / domain / local
+
+
+def _unique_name() -> str:
+    now = time.time()
+    return (f"{int(now)}.M{int((now % 1) * 1e6):06d}P{os.getpid()}"
+            f"Q{next(_sequence)}.{_HOST}")
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """
+    A Maildir file name's base and its flag letters.
+    """
+    base, _, info = name.partition(":")
+    return base, info[2:] if info.startswith("2,") else ""
+
+
+def _size_from_base(base: str) -> tuple[int | None, int | None]:
+    size = vsize = None
+    for part in base.split(",")[1:]:
+        if part.startswith("S=") and part[2:].isdigit():
+            size = int(part[2:])
+        elif part.startswith("W=") and part[2:].isdigit():
+            vsize = int(part[2:])
+    return size, vsize
+
+
+def _crlf_size(path: Path) -> int:
+    """
+    The size of a file once every bare LF is a CRLF (IMAP RFC822.SIZE).
+    """
+    size = 0
+    previous = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            size += len(chunk) + chunk.count(b"\n") - chunk.count(b"\r\n")
+            if previous == b"\r" and chunk.startswith(b"\n"):
+                size -= 1
+            previous = chunk[-1:]
+    return size
+
+
+@dataclass
+class _Message:
+    base: str
+    subdir: str
+    letters: str
+    entry: IndexEntry
+
+    @property
+    def filename(self) -> str:
+        return f"{self.base}:2,{self.letters}" if self.subdir == "cur" else self.base
+
+
+class _Folder:
+    """
+    The loaded state of one folder.  Only touched from a pool thread that
+    holds the folder's lock.
+    """
+
+    def __init__(self, name: str, directory: Path, user_root: Path):
+        self.name = name
+        self.directory = directory
+        self.user_root = user_root
+        self.index = FolderIndex(directory)
+        self.uidlist: UidList | None = None
+        self.uidlist_signature = None
+        self.messages: dict[int, _Message] = {}
+        self.keywords: list[str | None] = dovecot_files.read_keywords(directory)
+        self.cached, self.highest_modseq = self.index.load()
+
+    # -- reading the disk -------------------------------------------------
+
+    def _scan(self) -> dict[str, tuple[str, str]]:
+        found = {}
+        for subdir in ("new", "cur"):
+            try:
+                entries = os.scandir(self.directory / subdir)
+            except FileNotFoundError:
+                raise NoSuchFolder(f"no folder named {self.name}") from None
+            with entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    base, letters = _split_name(entry.name)
+                    found[base] = (subdir, letters if subdir == "cur" else "")
+        return found
+
+    def _uidlist_changed(self) -> bool:
+        try:
+            st = os.stat(self.directory / dovecot_files.UIDLIST)
+            signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            signature = None
+        if signature == self.uidlist_signature and self.uidlist is not None:
+            return False
+        self.uidlist_signature = signature
+        return True
+
+    def sync(self) -> tuple[list[int], list[int], list[int]]:
+        """
+        Bring the state in line with the disk: messages that appeared (given
+        UIDs if they have none), disappeared, or changed flags elsewhere.
+
+        @return: (added UIDs, expunged UIDs, UIDs whose flags changed).
+        """
+        on_disk = self._scan()
+        if self._uidlist_changed():
+            self.uidlist = dovecot_files.read_uidlist(self.directory)
+        known = {m.base: uid for uid, m in self.messages.items()}
+        listed = {r.base: r.uid for r in self.uidlist.records} if self.uidlist else {}
+        unlisted = sorted(base for base in on_disk if base not in listed)
+        if unlisted or self.uidlist is None:
+            listed = self._assign_uids(unlisted)
+
+        added, changed, index_updates, on_disk_gone = [], [], [], []
+        for base, (subdir, letters) in on_disk.items():
+            uid = listed.get(base)
+            if uid is None:
+                continue
+            message = self.messages.get(uid)
+            if message is None:
+                entry = self.cached.get(base) or self._measure(subdir, base, letters)
+                if entry is None:
+                    on_disk_gone.append(base)
+                    continue
+                if base not in self.cached:
+                    self.cached[base] = entry
+                    index_updates.append((base, entry))
+                self.messages[uid] = _Message(base, subdir, letters, entry)
+                added.append(uid)
+            elif (message.subdir, message.letters) != (subdir, letters):
+                message.subdir, message.letters = subdir, letters
+                self.highest_modseq += 1
+                message.entry.modseq = self.highest_modseq
+                index_updates.append((base, message.entry))
+                changed.append(uid)
+        for base in on_disk_gone:
+            del on_disk[base]
+        expunged = [uid for base, uid in known.items() if base not in on_disk]
+        for uid in expunged:
+            del self.messages[uid]
+        removed = [b for b in self.cached if b not in on_disk]
+        for base in removed:
+            del self.cached[base]
+        if index_updates or removed or changed:
+            self.index.update(index_updates, removed, self.highest_modseq)
+        if changed and self._keywords_unknown():
+            self.keywords = dovecot_files.read_keywords(self.directory)
+        return sorted(added), sorted(expunged), sorted(changed)
+
+    def _keywords_unknown(self) -> bool:
+        return any(self._letter_index(letter) is None
+                   for m in self.messages.values() for letter in m.letters if letter.islower())
+
+    def _letter_index(self, letter: str) -> int | None:
+        index = KEYWORD_LETTERS.index(letter)
+        return index if index < len(self.keywords) and self.keywords[index] else None
+
+    def _measure(self, subdir: str, base: str, letters: str) -> IndexEntry | None:
+        """
+        Size, CRLF size and date of a file new to us; L{None} if it is gone.
+        """
+        path = self.directory / subdir / (f"{base}:2,{letters}" if subdir == "cur" else base)
+        try:
+            st = os.stat(path)
+            size, vsize = _size_from_base(base)
+            if vsize is None:
+                vsize = _crlf_size(path)
+        except FileNotFoundError:
+            return None
+        self.highest_modseq += 1
+        return IndexEntry(size or st.st_size, vsize, st.st_mtime, self.highest_modseq)
+
+    def _assign_uids(self, bases: list[str]) -> dict[str, int]:
+        """
+        Give UIDs, in the order given, to files the list does not have yet,
+        under Dovecot's lock; start the list if there is none.
+        """
+        with dovecot_files.uidlist_lock(self.directory):
+            current = dovecot_files.read_uidlist(self.directory)
+            rewrite = current is None
+            if current is None:
+                current = UidList(_new_uidvalidity(self.user_root), 1, uuid.uuid4().hex)
+            listed = {r.base: r.uid for r in current.records}
+            fresh = []
+            for base in (b for b in bases if b not in listed):
+                record = UidRecord(current.next_uid, base)
+                current.next_uid += 1
+                current.records.append(record)
+                listed[base] = record.uid
+                fresh.append(record)
+            if rewrite:
+                dovecot_files.write_uidlist(self.directory, current)
+            elif fresh:
+                dovecot_files.append_records(self.directory, fresh)
+        self.uidlist = current
+        self._uidlist_changed()
+        return listed
+
+    # -- describing -------------------------------------------------------
+
+    def flags_of(self, message: _Message) -> frozenset[str]:
+        flags = set()
+        for letter in message.letters:
+            if letter in _LETTER_FLAGS:
+                flags.add(_LETTER_FLAGS[letter])
+            elif letter.islower():
+                index = self._letter_index(letter)
+                if index is not None:
+                    flags.add(self.keywords[index])
+        return frozenset(flags)
+
+    def info(self, uid: int) -> MessageInfo:
+        message = self.messages[uid]
+        return MessageInfo(uid, message.entry.vsize, message.entry.mtime,
+                           self.flags_of(message), message.entry.modseq)
+
+    @property
+    def uidvalidity(self) -> int:
+        return self.uidlist.uidvalidity if self.uidlist else 0
+
+    @property
+    def uidnext(self) -> int:
+        return self.uidlist.next_uid if self.uidlist else 1
+
+    def path_of(self, uid: int) -> Path:
+        message = self.messages[uid]
+        return self.directory / message.subdir / message.filename
+
+    # -- changing ---------------------------------------------------------
+
+    def letters_for(self, flags: Iterable[str], keep: str = "") -> str:
+        """
+        The info letters for a flag set; letters we do not map (P, and
+        unknown ones) in C{keep} are preserved.
+        """
+        letters = {c for c in keep if c.isupper() and c not in _LETTER_FLAGS}
+        for flag in flags:
+            if flag in _FLAG_LETTERS:
+                letters.add(_FLAG_LETTERS[flag])
+            elif not flag.startswith("\\"):
+                letters.add(self._keyword_letter(flag))
+        return "".join(sorted(letters))
+
+    def _keyword_letter(self, keyword: str) -> str:
+        for index, name in enumerate(self.keywords):
+            if name == keyword:
+                return KEYWORD_LETTERS[index]
+        self.keywords = dovecot_files.read_keywords(self.directory)
+        if keyword in self.keywords:
+            return KEYWORD_LETTERS[self.keywords.index(keyword)]
+        free = [i for i, name in enumerate(self.keywords) if name is None]
+        index = free[0] if free else len(self.keywords)
+        if index >= len(KEYWORD_LETTERS):
+            raise TooManyKeywords(f"{self.name} already uses {len(KEYWORD_LETTERS)} keywords")
+        self.keywords.extend([None] * (index + 1 - len(self.keywords)))
+        self.keywords[index] = keyword
+        dovecot_files.write_keywords(self.directory, self.keywords)
+        return KEYWORD_LETTERS[index]
+
+    def rename_flags(self, uid: int, letters: str) -> None:
+        message = self.messages[uid]
+        old = self.path_of(uid)
+        new = self.directory / "cur" / f"{message.base}:2,{letters}"
+        os.rename(old, new)
+        message.subdir, message.letters = "cur", letters
+        self.highest_modseq += 1
+        message.entry.modseq = self.highest_modseq
+
+    def close(self) -> None:
+        self.index.close()
+
+
+def _new_uidvalidity(user_root: Path) -> int:
+    """
+    A UIDVALIDITY for a new list: the time, but always above any this user
+    had before (kept in Dovecot's C{dovecot-uidvalidity} at the user root).
+    """
+    path = user_root / "dovecot-uidvalidity"
+    try:
+        last = int(path.read_text().strip() or "0", 16)
+    except (FileNotFoundError, ValueError):
+        last = 0
+    value = max(int(time.time()), last + 1)
+    write_atomically(path, f"{value:08x}".encode())
+    return value
+
+
+def _renamed(name: str, old: str, new: str) -> str:
+    """
+    C{name} after folder C{old} (with its subfolders) became C{new}.
+    """
+    if name == old or name.startswith(old + "."):
+        return new + name[len(old):]
+    return name
+
+
+def _disk_errors(function, *args, **kwargs):
+    """
+    Run disk work; an I/O error (disk full, permissions, a vanished disk)
+    becomes a temporary failure with its reason, logged once.
+    """
+    try:
+        return function(*args, **kwargs)
+    except OSError as e:
+        log.error("Store I/O error in {function}: {error}", function=function.__name__,
+                  error=str(e))
+        raise TemporaryStoreError(f"cannot store now: {e.strerror or e}") from None
+
+
+def _discard(paths: Iterable[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _make_maildir(directory: Path) -> None:
+    for sub in ("cur", "new", "tmp"):
+        (directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+@dataclass
+class _Pending:
+    """
+    A message written and fsync'd in tmp/, waiting to be put in place.
+    """
+
+    temporary: Path
+    base: str
+    letters_flags: tuple[str, ...]
+    size: int
+    vsize: int
+    mtime: float
+    deferred: Deferred
+    source_uid: int = 0
+
+
+@implementer(IUserStore)
+class MaildirUserStore:
+    """
+    One user's Maildir.  Folder-level work is serialized per folder; the
+    disk work runs through C{run} (a thread pool).
+    """
+
+    def __init__(self, store: MaildirStore, address: str, root: Path):
+        self.address = address
+        self.root = root
+        self._store = store
+        self._created = threading.Lock()
+        self._folders: dict[str, _Folder] = {}
+        self._locks: dict[str, DeferredLock] = {}
+        self._tree_lock = DeferredLock()
+        self._listeners: dict[str, list] = {}
+        self._pending: dict[str, list[_Pending]] = {}
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _name(self, name: str) -> str:
+        return normalize_folder_name(name)
+
+    def _run(self, function, *args, **kwargs) -> Deferred:
+        return self._store.run(_disk_errors, function, *args, **kwargs)
+
+    def _lock(self, name: str) -> DeferredLock:
+        return self._locks.setdefault(name, DeferredLock())
+
+    def _folder(self, name: str) -> _Folder:
+        """
+        The loaded folder (in a pool thread, under its lock).
+        """
+        folder = self._folders.get(name)
+        if folder is None:
+            self._ensure_user()
+            directory = folder_directory(self.root, name)
+            if not (directory / "cur").is_dir():
+                raise NoSuchFolder(f"no folder named {name}")
+            folder = _Folder(name, directory, self.root)
+            self._folders[name] = folder
+        return folder
+
+    def _ensure_user(self) -> None:
+        """
+        Make a new user's Maildir with its special-use folders, once.
+        """
+        with self._created:
+            if not (self.root / "cur").is_dir():
+                self._create_user()
+
+    def _create_user(self) -> None:
+        _make_maildir(self.root)
+        uses = {}
+        for name, use in DEFAULT_FOLDERS:
+            _make_maildir(folder_directory(self.root, name))
+            (folder_directory(self.root, name) / "maildirfolder").touch()
+            uses[name] = use
+        self._write_special_uses(uses)
+        self._write_subscriptions([name for name, _ in DEFAULT_FOLDERS])
+        fsync_directory(self.root)
+
+    async def _with_folder(self, name: str, work: Callable, *args):
+        """
+        Run C{work(folder, *args)} in the pool under the folder's lock, after
+        picking up outside changes; tell listeners what changed.
+        """
+        async with self._lock(name):
+            result, events = await self._run(self._synced_work, name, work, args)
+        self._notify(events)
+        return result
+
+    def _synced_work(self, name, work, args):
+        folder = self._folder(name)
+        added, expunged, changed = folder.sync()
+        events = self._events(folder, added, expunged, changed)
+        result = work(folder, *args) if work else None
+        return result, events
+
+    def _events(self, folder: _Folder, added, expunged, changed) -> list:
+        events = []
+        if expunged:
+            events.append(MessagesExpunged(folder.name, tuple(expunged)))
+        if added:
+            events.append(MessagesAdded(folder.name, tuple(added)))
+        if changed:
+            events.append(FlagsChanged(folder.name, tuple(folder.info(u) for u in changed)))
+        return events
+
+    def _notify(self, events: list) -> None:
+        for event in events:
+            for listener in list(self._listeners.get(event.folder, ())):
+                try:
+                    listener.folder_changed(event)
+                except Exception:
+                    log.failure("Folder listener failed on {event}", event=event)
+
+    def _call(self, coroutine) -> Deferred:
+        return Deferred.fromCoroutine(coroutine)
+
+    # -- listeners --------------------------------------------------------
+
+    def add_listener(self, name, listener) -> None:
+        self._listeners.setdefault(self._name(name), []).append(listener)
+
+    def remove_listener(self, name, listener) -> None:
+        listeners = self._listeners.get(self._name(name), [])
+        if listener in listeners:
+            listeners.remove(listener)
+
+    # -- reading ----------------------------------------------------------
+
+    def snapshot(self, name) -> Deferred:
+        return self._call(self._with_folder(self._name(name), self._describe))
+
+    def _describe(self, folder: _Folder) -> FolderSnapshot:
+        return FolderSnapshot(folder.name, folder.uidvalidity, folder.uidnext,
+                              folder.highest_modseq,
+                              tuple(folder.info(uid) for uid in sorted(folder.messages)),
+                              tuple(k for k in folder.keywords if k))
+
+    def status(self, name) -> Deferred:
+        return self._call(self._with_folder(self._name(name), self._status))
+
+    def _status(self, folder: _Folder) -> FolderStatus:
+        infos = [folder.info(uid) for uid in folder.messages]
+        return FolderStatus(folder.name, folder.uidvalidity, folder.uidnext,
+                            folder.highest_modseq, len(infos),
+                            sum(1 for i in infos if "\\Seen" not in i.flags),
+                            sum(i.size for i in infos))
+
+    def open_message(self, name, uid) -> Deferred:
+        def opening(folder: _Folder):
+            if uid not in folder.messages:
+                raise KeyError(uid)
+            return open(folder.path_of(uid), "rb")
+        return self._call(self._with_folder(self._name(name), opening))
+
+    # -- appending --------------------------------------------------------
+
+    def append(self, name, message, flags=(), internal_date=None) -> Deferred:
+        return self._call(self._append(self._name(name), message, tuple(flags), internal_date))
+
+    async def _append(self, name, message, flags, internal_date) -> AppendResult:
+        if name != INBOX:
+            await self.status(name)  # NoSuchFolder before writing anything
+        pending = await self._run(self._write_temporary, message, flags, internal_date)
+        limit = self._store.quota_for(self.address)
+        if limit is not None:
+            await self._check_quota(limit, pending.vsize, pending.temporary)
+        self._pending.setdefault(name, []).append(pending)
+        self._call(self._commit_pending(name))
+        return await pending.deferred
+
+    def _write_temporary(self, message, flags, internal_date) -> _Pending:
+        """
+        Write the message into tmp/ and fsync it (outside any lock).
+        """
+        self._ensure_user()
+        base = _unique_name()
+        temporary = self.root / "tmp" / base
+        size = vsize = 0
+        previous = b""
+        try:
+            with open(temporary, "xb") as f:
+                chunks = [message] if isinstance(message, bytes) else iter(
+                    lambda: message.read(_CHUNK), b"")
+                for chunk in chunks:
+                    f.write(chunk)
+                    size += len(chunk)
+                    vsize += len(chunk) + chunk.count(b"\n") - chunk.count(b"\r\n")
+                    if previous == b"\r" and chunk.startswith(b"\n"):
+                        vsize -= 1
+                    previous = chunk[-1:]
+                f.flush()
+                os.fsync(f.fileno())
+            if internal_date is not None:
+                os.utime(temporary, (internal_date, internal_date))
+            mtime = os.stat(temporary).st_mtime
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return _Pending(temporary, f"{base},S={size},W={vsize}", flags, size, vsize, mtime,
+                        Deferred())
+
+    async def _check_quota(self, limit: int, size: int, temporary: Path) -> None:
+        used = await self._usage()
+        if used + size > limit:
+            await self._run(_discard, [temporary])
+            raise OverQuota(f"{self.address} is over quota ({used} of {limit} bytes used)")
+
+    async def _usage(self) -> int:
+        total = 0
+        for info in await self.list_folders():
+            if info.selectable:
+                total += (await self.status(info.name)).size
+        return total
+
+    async def _commit_pending(self, name) -> None:
+        """
+        Put every message waiting for C{name} in place at once: one
+        directory fsync and one UID list write for the batch.
+        """
+        async with self._lock(name):
+            batch = self._pending.pop(name, [])
+            if not batch:
+                return
+            try:
+                result, events = await self._run(self._synced_work, name, self._place, (batch,))
+            except Exception:
+                failure = Failure()
+                await self._run(_discard, [p.temporary for p in batch])
+                for pending in batch:
+                    pending.deferred.errback(failure)
+                return
+        self._notify(events)
+        for pending, uid in zip(batch, result[1], strict=True):
+            pending.deferred.callback(AppendResult(result[0], uid))
+        self._notify([MessagesAdded(name, tuple(result[1]))])
+
+    def _place(self, folder: _Folder, batch: list[_Pending]) -> tuple[int, list[int]]:
+        placed = {}
+        for pending in batch:
+            letters = folder.letters_for(pending.letters_flags)
+            subdir = "cur" if letters else "new"
+            filename = f"{pending.base}:2,{letters}" if letters else pending.base
+            os.rename(pending.temporary, folder.directory / subdir / filename)
+            placed[pending.base] = (subdir, letters)
+        for subdir in {s for s, _ in placed.values()}:
+            fsync_directory(folder.directory / subdir)
+        listed = folder._assign_uids(list(placed))
+        uids = []
+        updates = []
+        for pending in batch:
+            uid = listed[pending.base]
+            subdir, letters = placed[pending.base]
+            folder.highest_modseq += 1
+            entry = IndexEntry(pending.size, pending.vsize, pending.mtime, folder.highest_modseq)
+            folder.cached[pending.base] = entry
+            folder.messages[uid] = _Message(pending.base, subdir, letters, entry)
+            updates.append((pending.base, entry))
+            uids.append(uid)
+        folder.index.update(updates, (), folder.highest_modseq)
+        return folder.uidvalidity, uids
+
+    # -- flags, expunge, copy, move -----------------------------------------
+
+    def set_flags(self, name, uids, flags, mode) -> Deferred:
+        if mode not in ("set", "add", "remove"):
+            raise ValueError(mode)
+        return self._call(self._set_flags(self._name(name), tuple(uids), frozenset(flags),
+                                          mode))
+
+    async def _set_flags(self, name, uids, flags, mode):
+        changed = await self._with_folder(name, self._change_flags, uids, flags, mode)
+        if changed:
+            self._notify([FlagsChanged(name, tuple(changed))])
+        return changed
+
+    def _change_flags(self, folder: _Folder, uids, flags, mode) -> list[MessageInfo]:
+        changed = []
+        for uid in sorted(set(uids)):
+            if uid not in folder.messages:
+                continue
+            current = folder.flags_of(folder.messages[uid])
+            wanted = {"set": flags, "add": current | flags, "remove": current - flags}[mode]
+            letters = folder.letters_for(wanted, folder.messages[uid].letters)
+            if letters != folder.messages[uid].letters:
+                folder.rename_flags(uid, letters)
+                changed.append(folder.info(uid))
+        if changed:
+            fsync_directory(folder.directory / "cur")
+            folder.index.update([(folder.messages[i.uid].base, folder.messages[i.uid].entry)
+                                 for i in changed], (), folder.highest_modseq)
+        return changed
+
+    def expunge(self, name, uids=None) -> Deferred:
+        return self._call(self._expunge(self._name(name), None if uids is None else set(uids)))
+
+    async def _expunge(self, name, uids, only_deleted=True):
+        expunged = await self._with_folder(name, self._remove_deleted, uids, only_deleted)
+        if expunged:
+            self._notify([MessagesExpunged(name, tuple(expunged))])
+        return expunged
+
+    def _remove_deleted(self, folder: _Folder, uids, only_deleted) -> list[int]:
+        doomed = [uid for uid in sorted(folder.messages)
+                  if (uids is None or uid in uids)
+                  and (not only_deleted or "\\Deleted" in folder.flags_of(folder.messages[uid]))]
+        removed = []
+        subdirs = set()
+        for uid in doomed:
+            folder.path_of(uid).unlink(missing_ok=True)
+            message = folder.messages.pop(uid)
+            removed.append(message.base)
+            subdirs.add(message.subdir)
+        for subdir in subdirs:
+            fsync_directory(folder.directory / subdir)
+        for base in removed:
+            folder.cached.pop(base, None)
+        if removed:
+            folder.index.update((), removed, folder.highest_modseq)
+        return doomed
+
+    def copy(self, name, uids, destination) -> Deferred:
+        return self._call(self._copy(self._name(name), tuple(uids), self._name(destination),
+                                     False))
+
+    def move(self, name, uids, destination) -> Deferred:
+        return self._call(self._copy(self._name(name), tuple(uids), self._name(destination),
+                                     True))
+
+    async def _copy(self, name, uids, destination, move) -> CopyResult:
+        """
+        Hard-link the messages into the destination as new appends (no data
+        is copied), then for MOVE remove the originals (RFC 6851 3.3).
+        """
+        if move and destination == name:
+            raise StoreError("cannot move messages into the folder they are in")
+        if destination != name:
+            await self.status(destination)  # NoSuchFolder before linking anything
+        sources = await self._with_folder(name, self._link_out, uids)
+        if not sources:
+            return CopyResult(await self._uidvalidity_of(destination), ())
+        self._pending.setdefault(destination, []).extend(sources)
+        self._call(self._commit_pending(destination))
+        results = [await pending.deferred for pending in sources]
+        if move:
+            await self._expunge(name, {p.source_uid for p in sources}, only_deleted=False)
+        return CopyResult(results[0].uidvalidity,
+                          tuple((p.source_uid, r.uid) for p, r in zip(sources, results,
+                                                                      strict=True)))
+
+    async def _uidvalidity_of(self, name) -> int:
+        return (await self.status(name)).uidvalidity
+
+    def _link_out(self, folder: _Folder, uids) -> list[_Pending]:
+        """
+        Hard-link the source messages into the user's tmp/ (no data copied).
+        """
+        sources = []
+        try:
+            for uid in sorted(set(uids)):
+                if uid not in folder.messages:
+                    continue
+                message = folder.messages[uid]
+                base = _unique_name()
+                size = _size_from_base(message.base)[0] or os.stat(folder.path_of(uid)).st_size
+                temporary = self.root / "tmp" / base
+                os.link(folder.path_of(uid), temporary)
+                sources.append(_Pending(
+                    temporary, f"{base},S={size},W={message.entry.vsize}",
+                    tuple(folder.flags_of(message)), size, message.entry.vsize,
+                    message.entry.mtime, Deferred(), uid))
+        except BaseException:
+            _discard(p.temporary for p in sources)
+            raise
+        return sources
+
+    # -- folders ------------------------------------------------------------
+
+    def list_folders(self) -> Deferred:
+        return self._run(self._list_folders)
+
+    def _list_folders(self) -> list[FolderInfo]:
+        self._ensure_user()
+        names = {INBOX}
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if not entry.is_dir():
+                    continue
+                name = folder_name_from_directory(entry.name)
+                if name is not None and (self.root / entry.name / "cur").is_dir():
+                    names.add(name)
+        implied = set()
+        for name in names:
+            parts = name.split(".")
+            for i in range(1, len(parts)):
+                implied.add(".".join(parts[:i]))
+        uses = self._special_uses()
+        if uses is None:
+            uses = {n: _USE_BY_NAME[n.lower()] for n in names if n.lower() in _USE_BY_NAME}
+        every = names | implied
+        return [FolderInfo(name, uses.get(name) if name in names else None,
+                           any(other.startswith(name + ".") for other in every), name in names)
+                for name in sorted(every, key=lambda n: (n != INBOX, n))]
+
+    def create_folder(self, name, special_use=None) -> Deferred:
+        name = self._name(name)
+        return self._call(self._tree(self._create, name, special_use))
+
+    async def _tree(self, work, *args):
+        async with self._tree_lock:
+            return await self._run(work, *args)
+
+    def _create(self, name, special_use) -> None:
+        self._ensure_user()
+        directory = folder_directory(self.root, name)
+        if name == INBOX or (directory / "cur").is_dir():
+            raise FolderExists(f"{name} already exists")
+        # RFC 3501 6.3.3: create the superior names that are missing.
+        for level in [*parent_names(name), name]:
+            level_directory = folder_directory(self.root, level)
+            if level != INBOX and not (level_directory / "cur").is_dir():
+                _make_maildir(level_directory)
+                (level_directory / "maildirfolder").touch()
+        fsync_directory(self.root)
+        if special_use:
+            uses = self._special_uses() or {}
+            uses[name] = special_use
+            self._write_special_uses(uses)
+
+    def delete_folder(self, name) -> Deferred:
+        name = self._name(name)
+        if name == INBOX:
+            return self._call(self._raise(StoreError("INBOX cannot be deleted")))
+        return self._call(self._delete(name))
+
+    async def _raise(self, error):
+        raise error
+
+    async def _delete(self, name):
+        async with self._lock(name):
+            await self._tree(self._remove_folder, name)
+
+    def _remove_folder(self, name) -> None:
+        directory = folder_directory(self.root, name)
+        if not (directory / "cur").is_dir():
+            raise NoSuchFolder(f"no folder named {name}")
+        folder = self._folders.pop(name, None)
+        if folder is not None:
+            folder.close()
+        # Out of sight first (atomic), then removed.
+        trash = self.root / "tmp" / f"mailsrv-deleted-{uuid.uuid4().hex}"
+        os.rename(directory, trash)
+        fsync_directory(self.root)
+        shutil.rmtree(trash, ignore_errors=True)
+        uses = self._special_uses()
+        if uses and uses.pop(name, None):
+            self._write_special_uses(uses)
+
+    def rename_folder(self, old, new) -> Deferred:
+        old, new = self._name(old), self._name(new)
+        return self._call(self._rename(old, new))
+
+    async def _rename(self, old, new):
+        if old == INBOX:
+            await self.create_folder(new)
+            snapshot = await self.snapshot(INBOX)
+            await self.move(INBOX, [m.uid for m in snapshot.messages], new)
+            return
+        affected = {n for n in self._folders if _renamed(n, old, new) != n} | {old}
+        locks = [self._lock(n) for n in sorted(affected)]
+        for lock in locks:
+            await lock.acquire()
+        try:
+            await self._tree(self._rename_directories, old, new)
+        finally:
+            for lock in locks:
+                lock.release()
+
+    def _rename_directories(self, old, new) -> None:
+        source = folder_directory(self.root, old)
+        target = folder_directory(self.root, new)
+        if new == INBOX or (target / "cur").is_dir():
+            raise FolderExists(f"{new} already exists")
+        if is_inside(old, new):
+            raise StoreError(f"cannot move {old} inside itself")
+        moves = [(source, target)] if (source / "cur").is_dir() else []
+        prefix = source.name + "."
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix) and entry.is_dir():
+                    child = folder_name_from_directory(entry.name)
+                    if child is not None:
+                        moves.append((self.root / entry.name,
+                                      folder_directory(self.root, new + child[len(old):])))
+        if not moves:
+            raise NoSuchFolder(f"no folder named {old}")
+        for _, target_directory in moves:
+            if target_directory.exists():
+                name = folder_name_from_directory(target_directory.name)
+                raise FolderExists(f"{name} already exists")
+        for name in [n for n in self._folders if _renamed(n, old, new) != n]:
+            self._folders.pop(name).close()
+        for source_directory, target_directory in moves:
+            os.rename(source_directory, target_directory)
+        fsync_directory(self.root)
+        uses = self._special_uses()
+        if uses:
+            self._write_special_uses({_renamed(n, old, new): u for n, u in uses.items()})
+        subscribed = self._read_subscriptions()
+        if any(_renamed(n, old, new) != n for n in subscribed):
+            self._write_subscriptions([_renamed(n, old, new) for n in subscribed])
+
+    # -- subscriptions and special use ----------------------------------------
+
+    def subscriptions(self) -> Deferred:
+        return self._run(self._read_subscriptions)
+
+    def subscribe(self, name) -> Deferred:
+        name = self._name(name)
+        return self._call(self._tree(self._change_subscription, name, True))
+
+    def unsubscribe(self, name) -> Deferred:
+        name = self._name(name)
+        return self._call(self._tree(self._change_subscription, name, False))
+
+    def _change_subscription(self, name, subscribed: bool) -> None:
+        names = self._read_subscriptions()
+        if subscribed and name not in names:
+            self._write_subscriptions([*names, name])
+        elif not subscribed and name in names:
+            self._write_subscriptions([n for n in names if n != name])
+
+    def _read_subscriptions(self) -> list[str]:
+        try:
+            lines = (self.root / SUBSCRIPTIONS).read_text("utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        if lines[:1] == ["V\t2"]:
+            # Dovecot 2.3: levels separated by tabs, after a blank line.
+            return [line.replace("\t", ".") for line in lines[2:] if line]
+        return [line for line in lines if line]
+
+    def _write_subscriptions(self, names: list[str]) -> None:
+        text = "V\t2\n\n" + "".join(n.replace(".", "\t") + "\n" for n in names)
+        write_atomically(self.root / SUBSCRIPTIONS, text.encode("utf-8"))
+
+    def _special_uses(self) -> dict[str, str] | None:
+        """
+        Special use by folder name; L{None} for a Maildir we did not create.
+        """
+        try:
+            lines = (self.root / SPECIAL_USE_FILE).read_text("utf-8").splitlines()
+        except FileNotFoundError:
+            return None
+        return dict(line.split("\t", 1)[::-1] for line in lines if "\t" in line)
+
+    def _write_special_uses(self, uses: dict[str, str]) -> None:
+        text = "".join(f"{use}\t{name}\n" for name, use in sorted(uses.items()))
+        write_atomically(self.root / SPECIAL_USE_FILE, text.encode("utf-8"))
+
+    def close(self) -> None:
+        for folder in self._folders.values():
+            folder.close()
+        self._folders.clear()
+
+
+@implementer(IMailStore)
+class MaildirStore:
+    """
+    Every user's Maildir under C{root} (C{<data>/mail}).
+
+    @param run: C{run(function, *args) -> Deferred}: how blocking disk work
+        is run; a thread pool in the server, a synchronous call in tests.
+    @param quotas: address -> bytes allowed, or L{None} for no limit.
+    """
+
+    def __init__(self, root: Path, run: Callable[..., Deferred],
+                 quotas: Callable[[str], int | None] = lambda address: None):
+        self.root = root
+        self.run = run
+        self.quota_for = quotas
+        self._users: dict[str, MaildirUserStore] = {}
+
+    def user(self, address: str) -> MaildirUserStore:
+        store = self._users.get(address)
+        if store is None:
+            store = MaildirUserStore(self, address, user_directory(self.root, address))
+            self._users[address] = store
+        return store
+
+    def deliver(self, address: str, message, folder: str = INBOX) -> Deferred:
+        return self.user(address).append(folder, message)
+
+    def close(self) -> None:
+        for store in self._users.values():
+            store.close()
+        self._users.clear()
+

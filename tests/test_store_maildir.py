@@ -1,0 +1,384 @@
+"""
+Tests for L{mailsrv.store.maildir}: the Maildir++ store, driven
+synchronously, and with a real thread pool where concurrency matters.
+"""
+
+import os
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from mailsrv.store import dovecot_files
+from mailsrv.store.interfaces import (
+    FlagsChanged,
+    FolderExists,
+    IMailStore,
+    IUserStore,
+    MessagesAdded,
+    MessagesExpunged,
+    NoSuchFolder,
+    OverQuota,
+    StoreError,
+    TemporaryStoreError,
+)
+from mailsrv.store.maildir import MaildirStore, user_directory
+from mailsrv.store.testing import run_now
+
+ALICE = "alice@example.org"
+
+
+def message(n: int, extra: bytes = b"") -> bytes:
+    return b"From: a@example.org\r\nSubject: %d\r\n\r\nbody %d\r\n%s" % (n, n, extra)
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def folder_changed(self, event):
+        self.events.append(event)
+
+
+class StoreTestMixin:
+    def setUp(self):
+        self.root = Path(self.mktemp()).absolute()
+        self.store = self.make_store()
+        self.user = self.store.user(ALICE)
+        self.home = user_directory(self.root, ALICE)
+
+    def make_store(self, **kwargs):
+        store = MaildirStore(self.root, run_now, **kwargs)
+        self.addCleanup(store.close)
+        return store
+
+    def result(self, d):
+        return self.successResultOf(d)
+
+    def error(self, d, kind):
+        return self.failureResultOf(d, kind).value
+
+
+class LayoutTests(StoreTestMixin, SynchronousTestCase):
+    def test_interfaces(self):
+        self.assertTrue(verifyObject(IMailStore, self.store))
+        self.assertTrue(verifyObject(IUserStore, self.user))
+
+    def test_newUserGetsSpecialFolders(self):
+        """
+        A new user's store has INBOX and the RFC 6154 special-use folders,
+        subscribed.
+        """
+        folders = self.result(self.user.list_folders())
+        self.assertEqual([(f.name, f.special_use) for f in folders],
+                         [("INBOX", None), ("Archive", "\\Archive"), ("Drafts", "\\Drafts"),
+                          ("Junk", "\\Junk"), ("Sent", "\\Sent"), ("Trash", "\\Trash")])
+        self.assertEqual(sorted(self.result(self.user.subscriptions())),
+                         ["Archive", "Drafts", "Junk", "Sent", "Trash"])
+        for sub in ("cur", "new", "tmp"):
+            self.assertTrue((self.home / sub).is_dir())
+            self.assertTrue((self.home / ".Sent" / sub).is_dir())
+
+    def test_deliveryOnDisk(self):
+        """
+        A delivery lands in new/ under a Maildir name carrying S= and W=,
+        and gets UID 1 in Dovecot's uidlist.
+        """
+        result = self.result(self.store.deliver(ALICE, b"Subject: x\n\nbody\n"))
+        self.assertEqual(result.uid, 1)
+        [name] = os.listdir(self.home / "new")
+        self.assertRegex(name, r"^\d+\.M\d{6}P\d+Q\d+\.[^,]+,S=17,W=20$")
+        uidlist = dovecot_files.read_uidlist(self.home)
+        self.assertEqual((uidlist.uidvalidity, uidlist.next_uid), (result.uidvalidity, 2))
+        self.assertEqual([(r.uid, r.base) for r in uidlist.records], [(1, name)])
+        self.assertEqual(os.listdir(self.home / "tmp"), [])
+
+    def test_flagsInFileNames(self):
+        """
+        Flags are the :2, suffix: system flags as capitals, keywords as
+        letters mapped in dovecot-keywords.
+        """
+        self.result(self.user.append("INBOX", message(1), ["\\Seen", "\\Flagged", "Work"]))
+        [name] = os.listdir(self.home / "cur")
+        self.assertTrue(name.endswith(":2,FSa"), name)
+        self.assertEqual(dovecot_files.read_keywords(self.home), ["Work"])
+        self.result(self.user.set_flags("INBOX", [1], ["\\Answered", "\\Deleted", "Home"], "set"))
+        [name] = os.listdir(self.home / "cur")
+        self.assertTrue(name.endswith(":2,RTb"), name)
+
+    def test_internalDateIsMtime(self):
+        self.result(self.user.append("INBOX", message(1), (), 1_000_000_000))
+        [info] = self.result(self.user.snapshot("INBOX")).messages
+        self.assertEqual(info.internal_date, 1_000_000_000)
+        [name] = os.listdir(self.home / "new")
+        self.assertEqual(os.stat(self.home / "new" / name).st_mtime, 1_000_000_000)
+
+    def test_sizeWithCRLF(self):
+        """
+        RFC822.SIZE counts CRLF line ends even for a file stored with LF.
+        """
+        self.result(self.user.append("INBOX", b"a\nb\r\nc\n"))
+        [info] = self.result(self.user.snapshot("INBOX")).messages
+        self.assertEqual(info.size, 9)
+
+    def test_foldersInModifiedUtf7(self):
+        self.result(self.user.create_folder("Café.Reçus"))
+        self.assertTrue((self.home / ".Caf&AOk-.Re&AOc-us" / "cur").is_dir())
+        self.assertTrue((self.home / ".Caf&AOk-" / "cur").is_dir())
+        self.assertIn("Café.Reçus", [f.name for f in self.result(self.user.list_folders())])
+
+
+class MessageTests(StoreTestMixin, SynchronousTestCase):
+    def test_appendAndRead(self):
+        first = self.result(self.user.append("INBOX", message(1)))
+        second = self.result(self.user.append("INBOX", message(2), ["\\Seen"]))
+        self.assertEqual((first.uid, second.uid), (1, 2))
+        snapshot = self.result(self.user.snapshot("INBOX"))
+        self.assertEqual([m.uid for m in snapshot.messages], [1, 2])
+        self.assertEqual(snapshot.uidnext, 3)
+        self.assertEqual(snapshot.messages[1].flags, frozenset({"\\Seen"}))
+        with self.result(self.user.open_message("INBOX", 2)) as f:
+            self.assertEqual(f.read(), message(2))
+        self.error(self.user.open_message("INBOX", 3), KeyError)
+
+    def test_uidsNeverReused(self):
+        """
+        RFC 3501 2.3.1.1: an expunged message's UID is not given again, even
+        after a restart.
+        """
+        for n in range(3):
+            self.result(self.user.append("INBOX", message(n), ["\\Deleted"]))
+        self.assertEqual(self.result(self.user.expunge("INBOX")), [1, 2, 3])
+        self.store.close()
+        user = self.make_store().user(ALICE)
+        self.assertEqual(self.result(user.append("INBOX", message(4))).uid, 4)
+
+    def test_modseqBumpedOnFlagChange(self):
+        self.result(self.user.append("INBOX", message(1)))
+        self.result(self.user.append("INBOX", message(2)))
+        before = self.result(self.user.snapshot("INBOX"))
+        [changed] = self.result(self.user.set_flags("INBOX", [1, 99], ["\\Seen"], "add"))
+        self.assertEqual(changed.uid, 1)
+        self.assertGreater(changed.modseq, before.highest_modseq)
+        after = self.result(self.user.snapshot("INBOX"))
+        self.assertEqual(after.highest_modseq, changed.modseq)
+        self.assertEqual(after.messages[1].modseq, before.messages[1].modseq)
+        self.assertEqual(self.result(self.user.set_flags("INBOX", [1], ["\\Seen"], "add")), [])
+
+    def test_expungeOnlyDeleted(self):
+        for n, flags in enumerate([["\\Deleted"], [], ["\\Deleted"]]):
+            self.result(self.user.append("INBOX", message(n), flags))
+        self.assertEqual(self.result(self.user.expunge("INBOX", [3])), [3])
+        self.assertEqual(self.result(self.user.expunge("INBOX")), [1])
+        snapshot = self.result(self.user.snapshot("INBOX"))
+        self.assertEqual([m.uid for m in snapshot.messages], [2])
+
+    def test_copyAndMove(self):
+        """
+        COPY keeps flags and gives new UIDs in order (COPYUID); MOVE also
+        removes the originals.
+        """
+        self.result(self.user.append("INBOX", message(1), ["\\Seen", "Work"]))
+        self.result(self.user.append("INBOX", message(2)))
+        self.result(self.user.append("Archive", message(9)))
+        copied = self.result(self.user.copy("INBOX", [2, 1, 7], "Archive"))
+        archive = self.result(self.user.snapshot("Archive"))
+        self.assertEqual(copied.uidvalidity, archive.uidvalidity)
+        self.assertEqual(copied.uids, ((1, 2), (2, 3)))
+        self.assertEqual(archive.messages[1].flags, frozenset({"\\Seen", "Work"}))
+        moved = self.result(self.user.move("INBOX", [1], "Trash"))
+        self.assertEqual(moved.uids, ((1, 1),))
+        inbox = self.result(self.user.snapshot("INBOX"))
+        self.assertEqual([m.uid for m in inbox.messages], [2])
+        with self.result(self.user.open_message("Trash", 1)) as f:
+            self.assertEqual(f.read(), message(1))
+        self.error(self.user.move("INBOX", [2], "INBOX"), StoreError)
+        self.error(self.user.copy("INBOX", [2], "Nowhere"), NoSuchFolder)
+
+    def test_copyIntoTheSameFolder(self):
+        self.result(self.user.append("INBOX", message(1)))
+        self.assertEqual(self.result(self.user.copy("INBOX", [1], "INBOX")).uids, ((1, 2),))
+
+    def test_appendToMissingFolder(self):
+        self.error(self.user.append("Nowhere", message(1)), NoSuchFolder)
+        self.assertEqual(os.listdir(self.home / "tmp"), [])
+
+    def test_quota(self):
+        """
+        A delivery that would pass the user's quota fails clearly and leaves
+        nothing behind.
+        """
+        store = self.make_store(quotas=lambda address: 100)
+        user = store.user("bob@example.org")
+        self.result(user.append("INBOX", b"x" * 60))
+        error = self.error(user.append("INBOX", b"y" * 60), OverQuota)
+        self.assertIn("over quota", str(error))
+        home = user_directory(self.root, "bob@example.org")
+        self.assertEqual(os.listdir(home / "tmp"), [])
+        self.assertEqual(len(self.result(user.snapshot("INBOX")).messages), 1)
+
+    def test_diskFullIsTemporary(self):
+        """
+        An I/O error while writing is a temporary failure that leaves no
+        partial message.
+        """
+        def full(*args):
+            raise OSError(28, "No space left on device")
+
+        self.patch(os, "fsync", full)
+        error = self.error(self.user.append("INBOX", message(1)), TemporaryStoreError)
+        self.assertIn("No space left on device", str(error))
+        self.patch(os, "fsync", os.fdatasync)
+        self.assertEqual(os.listdir(self.home / "tmp"), [])
+        self.assertEqual(self.result(self.user.snapshot("INBOX")).messages, ())
+
+
+class ExternalChangeTests(StoreTestMixin, SynchronousTestCase):
+    def test_mailDroppedIntoNew(self):
+        """
+        A file an external MDA drops into new/ is picked up and given the
+        next UID.
+        """
+        self.result(self.user.append("INBOX", message(1)))
+        (self.home / "tmp" / "external.1").write_bytes(message(2))
+        os.rename(self.home / "tmp" / "external.1", self.home / "new" / "1234.external.1")
+        snapshot = self.result(self.user.snapshot("INBOX"))
+        self.assertEqual([m.uid for m in snapshot.messages], [1, 2])
+        with self.result(self.user.open_message("INBOX", 2)) as f:
+            self.assertEqual(f.read(), message(2))
+
+    def test_flagsChangedByAnotherProgram(self):
+        recorder = Recorder()
+        self.user.add_listener("INBOX", recorder)
+        self.result(self.user.append("INBOX", message(1)))
+        [name] = os.listdir(self.home / "new")
+        os.rename(self.home / "new" / name, self.home / "cur" / (name + ":2,S"))
+        snapshot = self.result(self.user.snapshot("INBOX"))
+        self.assertEqual(snapshot.messages[0].flags, frozenset({"\\Seen"}))
+        self.assertIsInstance(recorder.events[-1], FlagsChanged)
+
+    def test_listenersHearEveryChange(self):
+        recorder = Recorder()
+        other = Recorder()
+        self.user.add_listener("INBOX", recorder)
+        self.user.add_listener("Archive", other)
+        self.result(self.store.deliver(ALICE, message(1)))
+        self.result(self.user.set_flags("INBOX", [1], ["\\Deleted"], "add"))
+        self.result(self.user.expunge("INBOX"))
+        self.assertEqual([type(e) for e in recorder.events],
+                         [MessagesAdded, FlagsChanged, MessagesExpunged])
+        self.assertEqual(recorder.events[0].uids, (1,))
+        self.assertEqual(recorder.events[2].uids, (1,))
+        self.assertEqual(other.events, [])
+        self.user.remove_listener("INBOX", recorder)
+        self.result(self.store.deliver(ALICE, message(2)))
+        self.assertEqual(len(recorder.events), 3)
+
+
+class FolderTests(StoreTestMixin, SynchronousTestCase):
+    def test_createDeleteRename(self):
+        self.result(self.user.create_folder("Projects.Alpha"))
+        self.error(self.user.create_folder("Projects.Alpha"), FolderExists)
+        self.error(self.user.create_folder("inbox"), FolderExists)
+        self.result(self.user.append("Projects.Alpha", message(1)))
+        alpha = self.result(self.user.snapshot("Projects.Alpha"))
+        self.result(self.user.subscribe("Projects.Alpha"))
+        self.result(self.user.rename_folder("Projects", "Work"))
+        renamed = self.result(self.user.snapshot("Work.Alpha"))
+        self.assertEqual((renamed.uidvalidity, [m.uid for m in renamed.messages]),
+                         (alpha.uidvalidity, [1]))
+        self.assertIn("Work.Alpha", self.result(self.user.subscriptions()))
+        self.error(self.user.snapshot("Projects.Alpha"), NoSuchFolder)
+        self.result(self.user.delete_folder("Work"))
+        names = [f.name for f in self.result(self.user.list_folders())]
+        self.assertIn("Work.Alpha", names)
+        [work] = [f for f in self.result(self.user.list_folders()) if f.name == "Work"]
+        self.assertEqual((work.selectable, work.has_children), (False, True))
+        self.error(self.user.delete_folder("INBOX"), StoreError)
+        self.error(self.user.delete_folder("Nowhere"), NoSuchFolder)
+
+    def test_renameInbox(self):
+        """
+        RFC 3501 6.3.5: renaming INBOX moves its messages to the new name
+        and leaves INBOX empty.
+        """
+        self.result(self.user.append("INBOX", message(1), ["\\Seen"]))
+        self.result(self.user.rename_folder("INBOX", "Old"))
+        self.assertEqual(self.result(self.user.snapshot("INBOX")).messages, ())
+        [moved] = self.result(self.user.snapshot("Old")).messages
+        self.assertEqual(moved.flags, frozenset({"\\Seen"}))
+
+    def test_renameIntoItselfRefused(self):
+        self.result(self.user.create_folder("A"))
+        self.error(self.user.rename_folder("A", "A.B"), StoreError)
+        self.error(self.user.rename_folder("A", "Sent"), FolderExists)
+
+    def test_uidvalidityNewForARecreatedFolder(self):
+        """
+        RFC 3501 2.3.1.1: a folder deleted and created again under the same
+        name gets a new UIDVALIDITY.
+        """
+        self.result(self.user.create_folder("X"))
+        first = self.result(self.user.snapshot("X")).uidvalidity
+        self.result(self.user.delete_folder("X"))
+        self.result(self.user.create_folder("X"))
+        self.assertGreater(self.result(self.user.snapshot("X")).uidvalidity, first)
+
+    def test_hostileNames(self):
+        """
+        No folder name can reach outside the user's store: each of these is
+        refused by every operation that takes a name, and nothing is made.
+        """
+        hostile = ["..", "../x", "a/../../etc", "/etc/passwd", "a/b", "a\\b", "\x00",
+                   "a\x00b", "a\nb", "a\rb", "\x7f", "\u0085", "", ".", "a..b", ".a", "a.",
+                   "%", "a*", "x" * 300, ".".join(["a"] * 40), "\ud800", "é" * 200,
+                   "~root", "\u202e", "a\u2028b"]
+        before = sorted(p.relative_to(self.root) for p in self.root.rglob("*"))
+        for name in hostile:
+            for attempt in (lambda n: self.user.create_folder(n),
+                            lambda n: self.user.append(n, message(1)),
+                            lambda n: self.user.rename_folder("Sent", n),
+                            lambda n: self.user.delete_folder(n),
+                            lambda n: self.user.snapshot(n)):
+                with self.assertRaises(StoreError, msg=repr(name)):
+                    attempt(name)
+        after = sorted(p.relative_to(self.root) for p in self.root.rglob("*"))
+        self.assertEqual(after, before)
+
+    def test_hostileAddresses(self):
+        for address in ("../x@example.org", "a@../x", "a/b@example.org", "@example.org",
+                        "a@", ".a@example.org", "a@.", "a\x00@example.org"):
+            with self.assertRaises(StoreError, msg=address):
+                self.store.user(address)
+
+
+class ConcurrencyTests(TestCase):
+    def test_fiftyConcurrentDeliveries(self):
+        """
+        Fifty deliveries at once through a real thread pool each get their
+        own UID, and every message is there intact.
+        """
+        pool = ThreadPool(minthreads=0, maxthreads=8, name="test-store")
+        pool.start()
+        self.addCleanup(pool.stop)
+        store = MaildirStore(Path(self.mktemp()).absolute(),
+                             lambda f, *a, **k: deferToThreadPool(reactor, pool, f, *a, **k))
+        self.addCleanup(store.close)
+        user = store.user(ALICE)
+
+        async def check():
+            results = await gatherResults([store.deliver(ALICE, message(n)) for n in range(50)])
+            self.assertEqual(sorted(r.uid for r in results), list(range(1, 51)))
+            snapshot = await user.snapshot("INBOX")
+            bodies = set()
+            for info in snapshot.messages:
+                with await user.open_message("INBOX", info.uid) as f:
+                    bodies.add(f.read())
+            self.assertEqual(bodies, {message(n) for n in range(50)})
+
+        from twisted.internet.defer import Deferred
+        return Deferred.fromCoroutine(check())
