@@ -144,6 +144,16 @@ class DomainSettings:
 class StoreSettings:
     backend: str = _setting("maildir")
     path: Path = _setting(Path("mail"), path=True)
+    threads: int = _setting(16, _positive)
+    quota: int = _setting(0, _not_negative)
+    user_quotas: dict[str, int] = _setting({})
+
+    def quota_for(self, address: str) -> int | None:
+        """
+        The bytes C{address} may store, or L{None} for no limit.
+        """
+        limit = self.user_quotas.get(address, self.quota)
+        return limit or None
 
 
 @dataclass(frozen=True)
@@ -391,6 +401,10 @@ def _check_together(loader, settings: Settings):
     throttle = settings.auth.throttle
     if throttle.max_delay < throttle.base_delay:
         loader.fail("auth.throttle.max_delay", "must not be less than base_delay")
+    for address, limit in settings.store.user_quotas.items():
+        problem = _address(address) or _not_negative(limit)
+        if problem:
+            loader.fail(f"store.user_quotas.{address}", problem)
     if settings.queue.retry_max < settings.queue.retry_first:
         loader.fail("queue.retry_max", "must not be less than retry_first")
     backend = settings.store.backend

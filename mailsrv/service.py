@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import signal
+from functools import partial
 from pathlib import Path
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
@@ -22,6 +24,8 @@ from mailsrv.cred.checker import PasswdFileChecker
 from mailsrv.cred.realm import MailRealm
 from mailsrv.cred.throttle import LoginThrottle
 from mailsrv.logs import get_logger, set_level
+from mailsrv.store import make_store
+from mailsrv.store.interfaces import IMailStore
 from mailsrv.threads import ThreadPoolService
 from mailsrv.tls import ServerTLS, ensure_self_signed, self_signed_paths
 from mailsrv.unavailable import unavailable_factory
@@ -124,15 +128,17 @@ class MailService(MultiService):
     @ivar tls: the L{ServerTLS} shared by all listeners.
     @ivar portal: the L{Portal} every protocol logs in through.
     @ivar checker: the L{PasswdFileChecker} behind the portal.
+    @ivar store: the L{IMailStore} holding everyone's mail.
     """
 
     def __init__(self, settings: Settings, tls: ServerTLS, portal: Portal,
-                 checker: PasswdFileChecker):
+                 checker: PasswdFileChecker, store: IMailStore):
         super().__init__()
         self.settings = settings
         self.tls = tls
         self.portal = portal
         self.checker = checker
+        self.store = store
 
     def listeners(self) -> list[ListenerService]:
         return [s for s in self if isinstance(s, ListenerService)]
@@ -199,6 +205,8 @@ def make_service(settings: Settings, *, reactor=None,
     tls = server_tls(settings)
 
     hashing = ThreadPoolService("mailsrv-hashing", max_threads=max(2, os.cpu_count() or 1))
+    disk = ThreadPoolService("mailsrv-store", max_threads=settings.store.threads)
+    store = make_store(settings, partial(deferToThreadPool, reactor, disk.pool))
     checker = PasswdFileChecker(
         Path(settings.auth.passwd_file),
         default_domain=settings.default_domain,
@@ -206,9 +214,10 @@ def make_service(settings: Settings, *, reactor=None,
         pool=hashing.pool,
         reactor=reactor,
     )
-    portal = Portal(MailRealm(), [checker])
-    service = MailService(settings, tls, portal, checker)
+    portal = Portal(MailRealm(store), [checker])
+    service = MailService(settings, tls, portal, checker, store)
     hashing.setServiceParent(service)
+    disk.setServiceParent(service)
     if settings.tls.check_interval > 0:
         TimerService(settings.tls.check_interval, tls.reload_if_changed).setServiceParent(service)
 

@@ -26,6 +26,8 @@ from mailsrv.cred.passwd_file import set_password
 from mailsrv.cred.passwords import hash_password
 from mailsrv.cred.realm import IMailAccount, MailRealm
 from mailsrv.cred.throttle import LoginThrottle
+from mailsrv.store.maildir import MaildirStore
+from mailsrv.store.testing import run_now
 from tests.test_passwords import cheap_hash
 
 THROTTLE = ThrottleSettings(free_failures=1, base_delay=30.0, max_delay=60.0,
@@ -44,7 +46,9 @@ class CheckerTests(TestCase):
         self.checker = PasswdFileChecker(
             self.path, default_domain="example.org",
             throttle=LoginThrottle(THROTTLE, self.clock), pool=self.pool, reactor=reactor)
-        self.portal = Portal(MailRealm(), [self.checker])
+        self.store = MaildirStore(Path(self.mktemp()).absolute(), run_now)
+        self.addCleanup(self.store.close)
+        self.portal = Portal(MailRealm(self.store), [self.checker])
 
     def login(self, username, password, peer="192.0.2.1") -> Deferred:
         return self.checker.requestAvatarId(PeerUsernamePassword(username, password, peer))
@@ -171,7 +175,8 @@ class CheckerTests(TestCase):
 
     async def test_portalLogin(self):
         """
-        The realm gives the account avatar for a checked address.
+        The realm gives the account avatar for a checked address, with that
+        user's store.
         """
         interface, avatar, logout = await self.portal.login(
             PeerUsernamePassword(b"alice", b"wonderland", "192.0.2.1"), None, IMailAccount)
@@ -179,4 +184,5 @@ class CheckerTests(TestCase):
         self.assertTrue(verifyObject(IMailAccount, avatar))
         self.assertEqual((avatar.address, avatar.local_part, avatar.domain),
                          ("alice@example.org", "alice", "example.org"))
+        self.assertIs(avatar.store, self.store.user("alice@example.org"))
         logout()

@@ -59,7 +59,7 @@ def schema_keys(cls, prefix=""):
 def table_keys(table, prefix=""):
     keys = set()
     for name, value in table.items():
-        if isinstance(value, dict) and name != "aliases":
+        if isinstance(value, dict) and name not in ("aliases", "user_quotas"):
             keys |= table_keys(value, f"{prefix}{name}.")
         else:
             keys.add(prefix + name)
@@ -166,6 +166,14 @@ class DefaultsTests(ConfigFileMixin, SynchronousTestCase):
         self.assertEqual(settings.endpoints("pop3"), ())
         self.assertEqual(settings.endpoints("pop3s"), ("systemd:domain=INET:index=0",))
 
+    def test_quotas(self):
+        path = self.write('[store]\nquota = 1000\n'
+                          'user_quotas = { "big@localhost" = 5000, "free@localhost" = 0 }\n')
+        store = load_settings(path, environ={}).store
+        self.assertEqual((store.quota_for("a@localhost"), store.quota_for("big@localhost"),
+                          store.quota_for("free@localhost")), (1000, 5000, None))
+        self.assertIsNone(load_settings(None, environ={}).store.quota_for("a@localhost"))
+
     def test_domainsReplaceTheDefault(self):
         path = self.write('[domains."Example.org"]\naliases = { info = ["a@example.org"] }\n'
                           '[domains."example.net"]\ncatch_all = "b@example.net"\n')
@@ -227,6 +235,12 @@ class ErrorTests(ConfigFileMixin, SynchronousTestCase):
     def test_defaultDomainMustBeLocal(self):
         self.assertConfigError('[auth]\ndefault_domain = "example.com"\n',
                                "auth.default_domain", "not one of the [domains]")
+
+    def test_badUserQuota(self):
+        self.assertConfigError('[store]\nuser_quotas = { "nobody" = 5 }\n',
+                               "store.user_quotas.nobody", "expected an address")
+        self.assertConfigError('[store]\nuser_quotas = { "a@b.c" = -5 }\n',
+                               "store.user_quotas.a@b.c", "0 or more")
 
     def test_badBackend(self):
         self.assertConfigError('[store]\nbackend = "mysql"\n', "store.backend")
