@@ -237,6 +237,22 @@ class MessageTests(StoreTestMixin, SynchronousTestCase):
         self.assertEqual(self.result(self.user.snapshot("INBOX")).messages, ())
 
 
+class TemporaryFileTests(StoreTestMixin, SynchronousTestCase):
+    def test_staleTemporariesRemoved(self):
+        """
+        What a crash left in tmp/ is removed once it is 36 hours old (as
+        maildir(5) says), and never sooner: another program may be writing.
+        """
+        self.result(self.user.append("INBOX", message(1)))
+        old, fresh = self.home / "tmp" / "old.1", self.home / "tmp" / "fresh.1"
+        old.write_bytes(b"partial")
+        fresh.write_bytes(b"partial")
+        os.utime(old, (0, 0))
+        self.store.close()
+        self.result(self.make_store().user(ALICE).snapshot("INBOX"))
+        self.assertEqual(os.listdir(self.home / "tmp"), ["fresh.1"])
+
+
 class ExternalChangeTests(StoreTestMixin, SynchronousTestCase):
     def test_mailDroppedIntoNew(self):
         """

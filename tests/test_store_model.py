@@ -162,7 +162,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(old=NAMES, new=NAMES)
     def rename(self, old, new):
         result = outcome(self.user.rename_folder(old, new))
-        if new == "INBOX" or new in self.model:
+        if new in ("INBOX", old) or new in self.model:
             assert isinstance(result, FolderExists), result
         elif old == "INBOX":
             # RFC 3501 6.3.5: the messages move to the new name; INBOX stays.

@@ -7,7 +7,14 @@ that the same Maildir can be served by Dovecot and by mailsrv, either way:
 - C{dovecot-uidlist.lock}: the dotlock that serializes UID assignment
   (created with O_EXCL; a new list is written into it and renamed over the
   old one);
-- C{dovecot-keywords}: which keyword each flag letter a-z stands for.
+- C{dovecot-keywords}: which keyword each flag letter a-z stands for;
+- C{dovecot-uidvalidity}: the last UIDVALIDITY given out for this user;
+- C{subscriptions}: subscribed folders (version 2: names in modified UTF-7,
+  levels separated by TAB).
+
+The formats were checked against files Dovecot 2.3 writes and reads
+(maildir-uidlist.c, maildir-keywords.c, mailbox-uidvalidity.c,
+subscription-file.c).
 
 All of this is blocking file I/O: call it in a thread.
 """
@@ -16,11 +23,15 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import twisted.mail.imap4  # noqa: F401 (registers the "imap4-utf-7" codec)
 
 from mailsrv.files import write_atomically
 from mailsrv.store.interfaces import TemporaryStoreError
@@ -28,6 +39,8 @@ from mailsrv.store.interfaces import TemporaryStoreError
 UIDLIST = "dovecot-uidlist"
 LOCK = "dovecot-uidlist.lock"
 KEYWORDS = "dovecot-keywords"
+UIDVALIDITY = "dovecot-uidvalidity"
+SUBSCRIPTIONS = "subscriptions"
 
 #: A lock file older than this is left from a crash and may be broken
 #: (Dovecot's own stale timeout for the uidlist lock is two minutes).
@@ -35,6 +48,10 @@ STALE_LOCK_SECONDS = 120.0
 #: How long to wait for another process's lock before giving up (temporary
 #: failure: the client retries).
 LOCK_WAIT_SECONDS = 30.0
+#: A lock naming a dead process on this host is broken once this old.
+DEAD_OWNER_SECONDS = 2.0
+
+_HOST = socket.gethostname()
 
 #: Keywords a Maildir folder can hold: one file-name letter each.
 KEYWORD_LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -74,9 +91,10 @@ def read_uidlist(folder: Path) -> UidList | None:
                               fields_.get("G", ""))
             last = 0
             for line in f:
-                head, sep, base = line.rstrip("\n").partition(" :")
+                head, sep, filename = line.rstrip("\n").partition(" :")
                 if not sep:
                     continue
+                base = filename.partition(":")[0]
                 uid_text, _, extensions = head.partition(" ")
                 uid = int(uid_text)
                 if uid <= last:
@@ -99,17 +117,13 @@ def _record_line(record: UidRecord) -> str:
 
 def write_uidlist(folder: Path, uidlist: UidList) -> None:
     """
-    Write the whole list through the lock file and rename it into place,
-    as Dovecot does.  The caller holds the lock (L{uidlist_lock}).
+    Write the whole list and rename it into place, as Dovecot does.  The
+    caller holds the lock (L{uidlist_lock}).
     """
     lines = [f"3 V{uidlist.uidvalidity} N{uidlist.next_uid} G{uidlist.guid}\n"]
     lines += [_record_line(r) for r in uidlist.records]
-    lock_path = folder / LOCK
-    with open(lock_path, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.writelines(lines)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(lock_path, folder / UIDLIST)
+    write_atomically(folder / UIDLIST,
+                     "".join(lines).encode("utf-8", "surrogateescape"), 0o600)
 
 
 def append_records(folder: Path, records: Iterable[UidRecord]) -> None:
@@ -128,8 +142,9 @@ def uidlist_lock(folder: Path) -> Iterator[None]:
     """
     Hold Dovecot's dotlock on the folder's uidlist.
 
-    A lock older than L{STALE_LOCK_SECONDS} is broken.  The lock is released
-    by removing the file, unless L{write_uidlist} already renamed it.
+    The lock file holds C{pid:host}, as Dovecot writes it.  A lock untouched
+    for L{STALE_LOCK_SECONDS}, or one left by a process of this host that no
+    longer exists, is broken.
 
     @raise TemporaryStoreError: if another process holds it too long.
     """
@@ -141,22 +156,18 @@ def uidlist_lock(folder: Path) -> Iterator[None]:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             break
         except FileExistsError:
-            try:
-                age = time.time() - os.stat(path).st_mtime
-            except FileNotFoundError:
-                continue
-            if age > STALE_LOCK_SECONDS:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+            if _stale(path):
+                path.unlink(missing_ok=True)
                 continue
             if time.monotonic() > deadline:
                 raise TemporaryStoreError(f"{folder}: the UID list is locked by another "
                                           "process") from None
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
-    os.close(fd)
+    try:
+        os.write(fd, f"{os.getpid()}:{_HOST}".encode())
+    finally:
+        os.close(fd)
     try:
         yield
     finally:
@@ -165,6 +176,25 @@ def uidlist_lock(folder: Path) -> Iterator[None]:
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise
+
+
+def _stale(path: Path) -> bool:
+    try:
+        age = time.time() - os.stat(path).st_mtime
+        owner = path.read_text("utf-8", "replace")
+    except FileNotFoundError:
+        return False
+    if age > STALE_LOCK_SECONDS:
+        return True
+    match = re.fullmatch(r"(\d+):(.*)", owner)
+    if age > DEAD_OWNER_SECONDS and match and match.group(2) == _HOST:
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
 
 
 def read_keywords(folder: Path) -> list[str | None]:
@@ -192,3 +222,55 @@ def write_keywords(folder: Path, keywords: list[str | None]) -> None:
     """
     text = "".join(f"{i} {name}\n" for i, name in enumerate(keywords) if name)
     write_atomically(folder / KEYWORDS, text.encode("utf-8", "surrogateescape"))
+
+
+def next_uidvalidity(user_root: Path) -> int:
+    """
+    Give out a UIDVALIDITY for a new folder: the time, or one more than the
+    last given to this user if that is later.  Dovecot's allocator: the
+    empty file C{dovecot-uidvalidity.<hex>} is renamed to the new value
+    (the atomic step), then C{dovecot-uidvalidity} is rewritten.
+    """
+    try:
+        last = int((user_root / UIDVALIDITY).read_text().strip() or "0", 16)
+    except (FileNotFoundError, ValueError):
+        last = 0
+    markers = [p for p in user_root.glob(UIDVALIDITY + ".*")
+               if re.fullmatch(r"[0-9a-f]{8}", p.suffix[1:])]
+    for marker in markers:
+        last = max(last, int(marker.suffix[1:], 16))
+    value = max(int(time.time()), last + 1)
+    new_marker = user_root / f"{UIDVALIDITY}.{value:08x}"
+    if markers:
+        os.rename(markers[0], new_marker)
+    else:
+        os.close(os.open(new_marker, os.O_WRONLY | os.O_CREAT, 0o444))
+    write_atomically(user_root / UIDVALIDITY, f"{value:08x}".encode(), 0o600)
+    return value
+
+
+def read_subscriptions(user_root: Path) -> list[str]:
+    """
+    Subscribed folder names (Unicode, "." between levels).
+    """
+    try:
+        lines = (user_root / SUBSCRIPTIONS).read_text("utf-8", "replace").splitlines()
+    except FileNotFoundError:
+        return []
+    if lines[:1] == ["V\t2"]:
+        names = []
+        for line in lines[2:]:
+            try:
+                names.append(".".join(level.encode("ascii").decode("imap4-utf-7")
+                                      for level in line.split("\t")))
+            except (UnicodeError, ValueError):
+                continue
+        return [n for n in names if n]
+    return [line for line in lines if line]
+
+
+def write_subscriptions(user_root: Path, names: list[str]) -> None:
+    lines = ["\t".join(level.encode("imap4-utf-7").decode("ascii")
+                       for level in name.split(".")) for name in names]
+    text = "V\t2\n\n" + "".join(line + "\n" for line in lines)
+    write_atomically(user_root / SUBSCRIPTIONS, text.encode("ascii"), 0o600)

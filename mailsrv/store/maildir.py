@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import socket
 import threading
@@ -86,7 +87,7 @@ _USE_BY_NAME = {"drafts": "\\Drafts", "sent": "\\Sent", "sent items": "\\Sent",
                 "deleted items": "\\Trash", "deleted messages": "\\Trash"}
 
 SPECIAL_USE_FILE = "mailsrv-special-use"
-SUBSCRIPTIONS = "subscriptions"
+TMP_MAX_AGE = 36 * 3600
 
 _CHUNK = 64 * 1024
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
@@ -111,6 +112,17 @@ def _unique_name() -> str:
     now = time.time()
     return (f"{int(now)}.M{int((now % 1) * 1e6):06d}P{os.getpid()}"
             f"Q{next(_sequence)}.{_HOST}")
+
+
+def _arrival_order(base: str) -> tuple[int, int, str]:
+    """
+    Dovecot's order for giving UIDs to new files: seconds, then
+    microseconds, then the name (maildir_filename_sort_cmp).
+    """
+    match = re.match(r"(\d+)\.(?:M(\d+))?", base)
+    if match is None:
+        return (0, 0, base)
+    return (int(match.group(1)), int(match.group(2) or 0), base)
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -215,7 +227,7 @@ class _Folder:
             self.uidlist = dovecot_files.read_uidlist(self.directory)
         known = {m.base: uid for uid, m in self.messages.items()}
         listed = {r.base: r.uid for r in self.uidlist.records} if self.uidlist else {}
-        unlisted = sorted(base for base in on_disk if base not in listed)
+        unlisted = sorted((base for base in on_disk if base not in listed), key=_arrival_order)
         if unlisted or self.uidlist is None:
             listed = self._assign_uids(unlisted)
 
@@ -287,7 +299,8 @@ class _Folder:
             current = dovecot_files.read_uidlist(self.directory)
             rewrite = current is None
             if current is None:
-                current = UidList(_new_uidvalidity(self.user_root), 1, uuid.uuid4().hex)
+                current = UidList(dovecot_files.next_uidvalidity(self.user_root), 1,
+                                  uuid.uuid4().hex)
             listed = {r.base: r.uid for r in current.records}
             fresh = []
             for base in (b for b in bases if b not in listed):
@@ -353,16 +366,19 @@ class _Folder:
         for index, name in enumerate(self.keywords):
             if name == keyword:
                 return KEYWORD_LETTERS[index]
-        self.keywords = dovecot_files.read_keywords(self.directory)
-        if keyword in self.keywords:
-            return KEYWORD_LETTERS[self.keywords.index(keyword)]
-        free = [i for i, name in enumerate(self.keywords) if name is None]
-        index = free[0] if free else len(self.keywords)
-        if index >= len(KEYWORD_LETTERS):
-            raise TooManyKeywords(f"{self.name} already uses {len(KEYWORD_LETTERS)} keywords")
-        self.keywords.extend([None] * (index + 1 - len(self.keywords)))
-        self.keywords[index] = keyword
-        dovecot_files.write_keywords(self.directory, self.keywords)
+        # Dovecot changes the keywords file only under the uidlist lock.
+        with dovecot_files.uidlist_lock(self.directory):
+            self.keywords = dovecot_files.read_keywords(self.directory)
+            if keyword in self.keywords:
+                return KEYWORD_LETTERS[self.keywords.index(keyword)]
+            free = [i for i, name in enumerate(self.keywords) if name is None]
+            index = free[0] if free else len(self.keywords)
+            if index >= len(KEYWORD_LETTERS):
+                raise TooManyKeywords(f"{self.name} already uses {len(KEYWORD_LETTERS)} "
+                                      "keywords")
+            self.keywords.extend([None] * (index + 1 - len(self.keywords)))
+            self.keywords[index] = keyword
+            dovecot_files.write_keywords(self.directory, self.keywords)
         return KEYWORD_LETTERS[index]
 
     def rename_flags(self, uid: int, letters: str) -> None:
@@ -378,26 +394,11 @@ class _Folder:
         self.index.close()
 
 
-def _new_uidvalidity(user_root: Path) -> int:
-    """
-    A UIDVALIDITY for a new list: the time, but always above any this user
-    had before (kept in Dovecot's C{dovecot-uidvalidity} at the user root).
-    """
-    path = user_root / "dovecot-uidvalidity"
-    try:
-        last = int(path.read_text().strip() or "0", 16)
-    except (FileNotFoundError, ValueError):
-        last = 0
-    value = max(int(time.time()), last + 1)
-    write_atomically(path, f"{value:08x}".encode())
-    return value
-
-
 def _renamed(name: str, old: str, new: str) -> str:
     """
     C{name} after folder C{old} (with its subfolders) became C{new}.
     """
-    if name == old or name.startswith(old + "."):
+    if name == old or is_inside(old, name):
         return new + name[len(old):]
     return name
 
@@ -413,6 +414,24 @@ def _disk_errors(function, *args, **kwargs):
         log.error("Store I/O error in {function}: {error}", function=function.__name__,
                   error=str(e))
         raise TemporaryStoreError(f"cannot store now: {e.strerror or e}") from None
+
+
+def _remove_stale_temporaries(tmp: Path) -> None:
+    """
+    Delete what interrupted writes left in tmp/: files untouched for 36
+    hours, the age maildir(5) and Dovecot use, so nothing still being
+    written by another program is touched.
+    """
+    limit = time.time() - TMP_MAX_AGE
+    with os.scandir(tmp) as entries:
+        for entry in entries:
+            try:
+                if entry.is_file() and entry.stat().st_mtime < limit:
+                    os.unlink(entry.path)
+                elif entry.is_dir() and entry.name.startswith("mailsrv-deleted-"):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            except FileNotFoundError:
+                pass
 
 
 def _discard(paths: Iterable[Path]) -> None:
@@ -453,6 +472,7 @@ class MaildirUserStore:
         self.root = root
         self._store = store
         self._created = threading.Lock()
+        self._ready = False
         self._folders: dict[str, _Folder] = {}
         self._locks: dict[str, DeferredLock] = {}
         self._tree_lock = DeferredLock()
@@ -486,11 +506,17 @@ class MaildirUserStore:
 
     def _ensure_user(self) -> None:
         """
-        Make a new user's Maildir with its special-use folders, once.
+        Make a new user's Maildir with its special-use folders, or clear an
+        existing one's tmp/ of what a crash left; once per process.
         """
         with self._created:
-            if not (self.root / "cur").is_dir():
+            if self._ready:
+                return
+            if (self.root / "cur").is_dir():
+                _remove_stale_temporaries(self.root / "tmp")
+            else:
                 self._create_user()
+            self._ready = True
 
     def _create_user(self) -> None:
         _make_maildir(self.root)
@@ -905,7 +931,7 @@ class MaildirUserStore:
     def _rename_directories(self, old, new) -> None:
         source = folder_directory(self.root, old)
         target = folder_directory(self.root, new)
-        if new == INBOX or (target / "cur").is_dir():
+        if new in (INBOX, old) or (target / "cur").is_dir():
             raise FolderExists(f"{new} already exists")
         if is_inside(old, new):
             raise StoreError(f"cannot move {old} inside itself")
@@ -957,18 +983,10 @@ class MaildirUserStore:
             self._write_subscriptions([n for n in names if n != name])
 
     def _read_subscriptions(self) -> list[str]:
-        try:
-            lines = (self.root / SUBSCRIPTIONS).read_text("utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        if lines[:1] == ["V\t2"]:
-            # Dovecot 2.3: levels separated by tabs, after a blank line.
-            return [line.replace("\t", ".") for line in lines[2:] if line]
-        return [line for line in lines if line]
+        return dovecot_files.read_subscriptions(self.root)
 
     def _write_subscriptions(self, names: list[str]) -> None:
-        text = "V\t2\n\n" + "".join(n.replace(".", "\t") + "\n" for n in names)
-        write_atomically(self.root / SUBSCRIPTIONS, text.encode("utf-8"))
+        dovecot_files.write_subscriptions(self.root, names)
 
     def _special_uses(self) -> dict[str, str] | None:
         """
