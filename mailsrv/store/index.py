@@ -1,7 +1,8 @@
 """
 A folder's index cache: what mailsrv knows of each message beyond its file
-name (size with CRLF line ends, internal date, modification sequence), so
-that opening a large folder does not read or stat every file.
+name (size with CRLF line ends, internal date, modification sequence, and
+its MIME outline with the raw headers), so that opening a large folder does
+not stat every file and listing ENVELOPEs does not read them.
 
 One SQLite file per folder, C{mailsrv.index.sqlite}, beside Dovecot's own
 index files and as unknown to Dovecot as those are to us.  It is a cache:
@@ -26,7 +27,8 @@ CREATE TABLE IF NOT EXISTS message (
     size INTEGER NOT NULL,
     vsize INTEGER NOT NULL,
     mtime REAL NOT NULL,
-    modseq INTEGER NOT NULL
+    modseq INTEGER NOT NULL,
+    outline TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -90,11 +92,33 @@ class FolderIndex:
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT OR REPLACE INTO message VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO message (base, size, vsize, mtime, modseq) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(base) DO UPDATE SET size = excluded.size, vsize = excluded.vsize, "
+                "mtime = excluded.mtime, modseq = excluded.modseq",
                 [(b, e.size, e.vsize, e.mtime, e.modseq) for b, e in entries])
             self._db.executemany("DELETE FROM message WHERE base = ?", [(b,) for b in removed])
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('highest_modseq', ?)",
                              (highest_modseq,))
+
+    def outlines(self, bases: list[str]) -> dict[str, str]:
+        """
+        The stored outlines (see L{mailsrv.store.summary}) of these messages,
+        for those that have one.
+        """
+        found = {}
+        for i in range(0, len(bases), 500):
+            chunk = bases[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self._db.execute(
+                f"SELECT base, outline FROM message WHERE outline IS NOT NULL "
+                f"AND base IN ({marks})", chunk))
+        return found
+
+    def set_outlines(self, outlines: dict[str, str]) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE message SET outline = ? WHERE base = ?",
+                                 [(text, base) for base, text in outlines.items()])
 
     def close(self) -> None:
         self._db.close()

@@ -231,6 +231,14 @@ class IUserStore(Interface):
         @raise KeyError: (in the Deferred) if the UID is not in the folder.
         """
 
+    def outlines(name, uids):
+        """
+        The MIME outline of each message (L{mailsrv.store.summary.PartOutline}:
+        raw headers, part offsets and sizes), from the index when known.
+
+        @return: L{Deferred} of C{{uid: PartOutline}} for the UIDs that exist.
+        """
+
     def append(name, message, flags=(), internal_date=None):
         """
         Store a message durably, then report where it went.

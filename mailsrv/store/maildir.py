@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from mailsrv.files import fsync_directory, write_atomically
 from mailsrv.logs import get_logger
-from mailsrv.store import dovecot_files
+from mailsrv.store import dovecot_files, summary
 from mailsrv.store.dovecot_files import KEYWORD_LETTERS, UidList, UidRecord
 from mailsrv.store.index import FolderIndex, IndexEntry
 from mailsrv.store.interfaces import (
@@ -67,6 +67,7 @@ from mailsrv.store.names import (
     normalize_folder_name,
     parent_names,
 )
+from mailsrv.store.summary import PartOutline
 
 log = get_logger(__name__)
 
@@ -604,6 +605,21 @@ class MaildirUserStore:
                 raise KeyError(uid)
             return open(folder.path_of(uid), "rb")
         return self._call(self._with_folder(self._name(name), opening))
+
+    def outlines(self, name, uids) -> Deferred:
+        return self._call(self._with_folder(self._name(name), self._outlines, tuple(uids)))
+
+    def _outlines(self, folder: _Folder, uids) -> dict[int, PartOutline]:
+        wanted = {folder.messages[uid].base: uid for uid in uids if uid in folder.messages}
+        stored = folder.index.outlines(list(wanted))
+        computed = {}
+        for base, uid in wanted.items():
+            if base not in stored:
+                computed[base] = summary.dumps(summary.outline(folder.path_of(uid).read_bytes()))
+        if computed:
+            folder.index.set_outlines(computed)
+        return {uid: summary.loads(stored.get(base) or computed[base])
+                for base, uid in wanted.items()}
 
     # -- appending --------------------------------------------------------
 

@@ -1,0 +1,146 @@
+"""
+A message's MIME outline, computed once and kept in the folder index, so
+that IMAP can answer ENVELOPE, BODYSTRUCTURE and header fetches for a whole
+folder without reading its files again.
+
+The outline is of the message as IMAP sees it, with CRLF line ends
+(RFC 3501 2.3.4, 6.4.5): for each part, its raw header block, where its
+body starts and how long it is, and how many lines it has; multipart parts
+list their children (RFC 2046 5.1.1), and message/rfc822 (or message/global,
+RFC 6532 3.7) parts the outline of the message they carry.  Interpreting
+the headers (Content-Type parameters, ENVELOPE addresses) is the IMAP
+layer's job; this module only finds the parts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+#: Nesting deeper than this is treated as an opaque body (a hostile message
+#: must not cost unbounded recursion).
+MAX_DEPTH = 20
+
+_HEADER_END = re.compile(rb"\r\n\r\n")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+@dataclass(frozen=True)
+class PartOutline:
+    """
+    One MIME part.  Offsets are into the CRLF form of the whole message.
+
+    @ivar header: the raw header block, up to and including its blank line.
+    @ivar body_offset: where the body starts.
+    @ivar body_size: the body's length in octets.
+    @ivar body_lines: the body's line count.
+    @ivar parts: children of a multipart, or the one message that a
+        message/rfc822 part carries; empty otherwise.
+    """
+
+    header: bytes
+    body_offset: int
+    body_size: int
+    body_lines: int
+    parts: tuple[PartOutline, ...] = ()
+
+    def to_json(self) -> list:
+        return [self.header.decode("latin-1"), self.body_offset, self.body_size,
+                self.body_lines, [p.to_json() for p in self.parts]]
+
+    @classmethod
+    def from_json(cls, data: list) -> PartOutline:
+        header, offset, size, lines, parts = data
+        return cls(header.encode("latin-1"), offset, size, lines,
+                   tuple(cls.from_json(p) for p in parts))
+
+
+def dumps(outline: PartOutline) -> str:
+    return json.dumps(outline.to_json(), separators=(",", ":"))
+
+
+def loads(text: str) -> PartOutline:
+    return PartOutline.from_json(json.loads(text))
+
+
+def to_crlf(data: bytes) -> bytes:
+    """
+    The message with every bare LF made CRLF, as IMAP serves it.
+    """
+    return _BARE_LF.sub(b"\r\n", data)
+
+
+def outline(data: bytes) -> PartOutline:
+    """
+    The outline of a whole message (any line ends).
+    """
+    return _part(to_crlf(data), 0, len(to_crlf(data)), 0, "text/plain")
+
+
+def _headers(header: bytes) -> Message:
+    return BytesHeaderParser(policy=compat32).parsebytes(header)
+
+
+def _part(data: bytes, start: int, end: int, depth: int, default_type: str) -> PartOutline:
+    """
+    Outline the part in C{data[start:end]}.
+    """
+    found = _HEADER_END.search(data, start, end)
+    if data.startswith(b"\r\n", start):
+        body_offset = start + 2  # no header at all, just the blank line
+    elif found is None:
+        body_offset = end  # all header, no body
+    else:
+        body_offset = found.end()
+    header = data[start:body_offset]
+    body_size = end - body_offset
+    lines = data.count(b"\r\n", body_offset, end) + (
+        1 if body_size and not data.endswith(b"\r\n", body_offset, end) else 0)
+    parts: tuple[PartOutline, ...] = ()
+    if depth < MAX_DEPTH:
+        message = _headers(header)
+        content_type = message.get_content_type() if message.get("content-type") else \
+            default_type
+        if content_type.startswith("multipart/"):
+            boundary = message.get_param("boundary")
+            if boundary:
+                child_type = ("message/rfc822" if content_type == "multipart/digest"
+                              else "text/plain")
+                parts = tuple(_part(data, s, e, depth + 1, child_type)
+                              for s, e in _multipart_spans(data, body_offset, end,
+                                                           str(boundary).encode("latin-1")))
+        elif content_type in ("message/rfc822", "message/global"):
+            parts = (_part(data, body_offset, end, depth + 1, "text/plain"),)
+    return PartOutline(header, body_offset, body_size, lines, parts)
+
+
+def _multipart_spans(data: bytes, start: int, end: int, boundary: bytes):
+    """
+    The (start, end) of each body part between the boundary delimiters
+    (RFC 2046 5.1.1): a delimiter is a line "--boundary", optionally
+    followed by white space; the CRLF before it belongs to the delimiter.
+    The close delimiter "--boundary--" ends the list.
+    """
+    delimiter = re.compile(rb"(?:^|\r\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?=\r\n|$)",
+                           re.MULTILINE)
+    spans = []
+    part_start = None
+    position = start
+    while True:
+        match = delimiter.search(data, position, end)
+        if match is None:
+            break
+        if part_start is not None:
+            spans.append((part_start, match.start()))
+        if match.group(1):
+            part_start = None
+            break
+        part_start = min(match.end() + 2, end)
+        position = match.end()
+    if part_start is not None:
+        spans.append((part_start, end))
+    return spans

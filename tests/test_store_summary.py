@@ -1,0 +1,133 @@
+"""
+Tests for L{mailsrv.store.summary}: MIME outlines (RFC 2045, 2046) in the
+CRLF form IMAP serves (RFC 3501 2.3.4).
+"""
+
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mailsrv.store import summary
+from mailsrv.store.maildir import MaildirStore
+from mailsrv.store.summary import dumps, loads, outline
+from mailsrv.store.testing import run_now
+
+MIXED = (
+    b"From: a@example.org\r\n"
+    b"Content-Type: multipart/mixed; boundary=\"outer b\"\r\n"
+    b"\r\n"
+    b"This is the preamble.\r\n"
+    b"--outer b\r\n"
+    b"Content-Type: multipart/alternative; boundary=inner\r\n"
+    b"\r\n"
+    b"--inner\r\n"
+    b"\r\n"
+    b"plain text\r\n"
+    b"two lines\r\n"
+    b"--inner\r\n"
+    b"Content-Type: text/html\r\n"
+    b"\r\n"
+    b"<p>html</p>\r\n"
+    b"--inner--\r\n"
+    b"--outer b   \r\n"
+    b"Content-Type: message/rfc822\r\n"
+    b"\r\n"
+    b"Subject: inner message\r\n"
+    b"\r\n"
+    b"inner body\r\n"
+    b"--outer b--\r\n"
+    b"This is the epilogue.\r\n"
+)
+
+
+def body_of(data: bytes, part) -> bytes:
+    return data[part.body_offset:part.body_offset + part.body_size]
+
+
+class OutlineTests(SynchronousTestCase):
+    def test_simpleMessage(self):
+        data = b"Subject: hi\r\nFrom: a@example.org\r\n\r\nline 1\r\nline 2\r\n"
+        part = outline(data)
+        self.assertEqual(part.header, b"Subject: hi\r\nFrom: a@example.org\r\n\r\n")
+        self.assertEqual(body_of(data, part), b"line 1\r\nline 2\r\n")
+        self.assertEqual((part.body_lines, part.parts), (2, ()))
+
+    def test_bareLineFeedsCountAsCRLF(self):
+        """
+        Offsets and sizes are those of the CRLF form, which IMAP sends.
+        """
+        part = outline(b"Subject: hi\n\nline 1\nline 2")
+        self.assertEqual(part.header, b"Subject: hi\r\n\r\n")
+        self.assertEqual((part.body_offset, part.body_size, part.body_lines), (15, 14, 2))
+
+    def test_nestedMultipartAndMessage(self):
+        """
+        Preamble and epilogue belong to no part; the CRLF before a delimiter
+        belongs to the delimiter; white space after a delimiter is allowed
+        (RFC 2046 5.1.1); a message/rfc822 part carries its own outline.
+        """
+        part = outline(MIXED)
+        alternative, attached = part.parts
+        plain, html = alternative.parts
+        self.assertEqual(body_of(MIXED, plain), b"plain text\r\ntwo lines")
+        self.assertEqual(plain.header, b"\r\n")
+        self.assertEqual(plain.body_lines, 2)
+        self.assertEqual(body_of(MIXED, html), b"<p>html</p>")
+        self.assertEqual(html.header, b"Content-Type: text/html\r\n\r\n")
+        [inner] = attached.parts
+        self.assertEqual(inner.header, b"Subject: inner message\r\n\r\n")
+        self.assertEqual(body_of(MIXED, inner), b"inner body")
+        self.assertEqual(body_of(MIXED, attached), b"Subject: inner message\r\n\r\ninner body")
+
+    def test_unterminatedMultipart(self):
+        data = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b\r\n"
+                b"\r\ntwo\r\n")
+        first, second = outline(data).parts
+        self.assertEqual((body_of(data, first), body_of(data, second)), (b"one", b"two\r\n"))
+
+    def test_digestDefaultsToMessage(self):
+        data = (b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\n"
+                b"Subject: one\r\n\r\nx\r\n--d--\r\n")
+        [entry] = outline(data).parts
+        self.assertEqual(entry.parts[0].header, b"Subject: one\r\n\r\n")
+
+    def test_headerOnly(self):
+        part = outline(b"Subject: no body\r\n")
+        self.assertEqual((part.header, part.body_size, part.body_lines),
+                         (b"Subject: no body\r\n", 0, 0))
+
+    def test_deepNestingIsBounded(self):
+        data = b"Content-Type: message/rfc822\r\n\r\n" * 500 + b"Subject: bottom\r\n\r\nx"
+        part = outline(data)
+        depth = 0
+        while part.parts:
+            part = part.parts[0]
+            depth += 1
+        self.assertEqual(depth, summary.MAX_DEPTH)
+
+    def test_jsonRoundTrip(self):
+        part = outline(MIXED + b"\xff\xfe 8-bit")
+        self.assertEqual(loads(dumps(part)), part)
+
+
+class StoreOutlineTests(SynchronousTestCase):
+    def test_computedOnceThenFromTheIndex(self):
+        """
+        The store computes an outline on first request and keeps it in the
+        folder index, across restarts.
+        """
+        root = Path(self.mktemp()).absolute()
+        store = MaildirStore(root, run_now)
+        user = store.user("alice@example.org")
+        self.successResultOf(user.append("INBOX", MIXED))
+        calls = []
+        real = summary.outline
+        self.patch(summary, "outline", lambda data: calls.append(1) or real(data))
+        first = self.successResultOf(user.outlines("INBOX", [1, 42]))
+        self.assertEqual(list(first), [1])
+        self.assertEqual(first[1], real(MIXED))
+        store.close()
+        user = MaildirStore(root, run_now).user("alice@example.org")
+        self.assertEqual(self.successResultOf(user.outlines("INBOX", [1])), first)
+        self.assertEqual(calls, [1])
+        user.close()
