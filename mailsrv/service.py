@@ -153,6 +153,11 @@ class MailService(MultiService):
         super().startService()
         self.checker.users().addCallback(self._hint_when_no_users)
 
+    def stopService(self):
+        stopped = super().stopService()
+        stopped.addBoth(lambda result: (self.store.close(), result)[1])
+        return stopped
+
     def _hint_when_no_users(self, users):
         if not users:
             domain = self.settings.default_domain
@@ -206,7 +211,7 @@ def make_service(settings: Settings, *, reactor=None,
 
     hashing = ThreadPoolService("mailsrv-hashing", max_threads=max(2, os.cpu_count() or 1))
     disk = ThreadPoolService("mailsrv-store", max_threads=settings.store.threads)
-    store = make_store(settings, partial(deferToThreadPool, reactor, disk.pool))
+    store = make_store(settings, partial(deferToThreadPool, reactor, disk.pool), reactor)
     checker = PasswdFileChecker(
         Path(settings.auth.passwd_file),
         default_domain=settings.default_domain,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -370,6 +371,50 @@ class FolderTests(StoreTestMixin, SynchronousTestCase):
                         "a@", ".a@example.org", "a@.", "a\x00@example.org"):
             with self.assertRaises(StoreError, msg=address):
                 self.store.user(address)
+
+
+class WatchTests(TestCase):
+    """
+    Changes made by other programs reach listeners at once (inotify), with
+    no store call to trigger them.
+    """
+
+    def setUp(self):
+        pool = ThreadPool(minthreads=0, maxthreads=4, name="test-watch")
+        pool.start()
+        self.addCleanup(pool.stop)
+        self.root = Path(self.mktemp()).absolute()
+        self.store = MaildirStore(self.root,
+                                  lambda f, *a, **k: deferToThreadPool(reactor, pool, f, *a, **k),
+                                  reactor=reactor)
+        self.addCleanup(self.store.close)
+        self.user = self.store.user(ALICE)
+        self.home = user_directory(self.root, ALICE)
+
+    async def next_event(self, recorder, count):
+        for _ in range(200):
+            if len(recorder.events) >= count:
+                return recorder.events[count - 1]
+            await deferLater(reactor, 0.01, lambda: None)
+        self.fail(f"no event {count} within 2 s: {recorder.events}")
+
+    async def test_externalDeliveryAndFlags(self):
+        await self.user.append("INBOX", message(1))
+        recorder = Recorder()
+        self.user.add_listener("INBOX", recorder)
+        (self.home / "tmp" / "mda.1").write_bytes(message(2))
+        os.rename(self.home / "tmp" / "mda.1", self.home / "new" / "1700000000.mda.1")
+        added = await self.next_event(recorder, 1)
+        self.assertEqual(added, MessagesAdded("INBOX", (2,)))
+        os.rename(self.home / "new" / "1700000000.mda.1",
+                  self.home / "cur" / "1700000000.mda.1:2,S")
+        changed = await self.next_event(recorder, 2)
+        self.assertIsInstance(changed, FlagsChanged)
+        self.assertEqual([(m.uid, m.flags) for m in changed.messages], [(2, {"\\Seen"})])
+        self.user.remove_listener("INBOX", recorder)
+        os.unlink(self.home / "cur" / "1700000000.mda.1:2,S")
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(len(recorder.events), 2)
 
 
 class ConcurrencyTests(TestCase):

@@ -15,7 +15,7 @@ from mailsrv.config import ConfigError, Settings
 from mailsrv.store.interfaces import IMailStore
 
 
-def make_store(settings: Settings, run) -> IMailStore:
+def make_store(settings: Settings, run, reactor=None) -> IMailStore:
     """
     Build the configured store.
 
@@ -25,7 +25,8 @@ def make_store(settings: Settings, run) -> IMailStore:
     if backend == "maildir":
         from mailsrv.store.maildir import MaildirStore
 
-        return MaildirStore(settings.store.path, run, quotas=settings.store.quota_for)
+        return MaildirStore(settings.store.path, run, quotas=settings.store.quota_for,
+                            reactor=reactor)
     try:
         factory = namedAny(backend.replace(":", "."))
         store = factory(settings, run)

@@ -296,6 +296,12 @@ class IMailStore(Interface):
         @rtype: L{IUserStore}
         """
 
+    def close():
+        """
+        Release what the store holds open (files, watches); called when the
+        server stops.
+        """
+
     def deliver(address, message, folder=INBOX):
         """
         Deliver a message (SMTP); the user's store is created if needed.

@@ -31,8 +31,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from twisted.internet import inotify
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
 from mailsrv.files import fsync_directory, write_atomically
@@ -88,9 +90,13 @@ _USE_BY_NAME = {"drafts": "\\Drafts", "sent": "\\Sent", "sent items": "\\Sent",
                 "deleted items": "\\Trash", "deleted messages": "\\Trash"}
 
 SPECIAL_USE_FILE = "mailsrv-special-use"
+#: Seconds to gather a burst of file events before looking at the folder.
+RESYNC_DELAY = 0.05
 TMP_MAX_AGE = 36 * 3600
 
 _CHUNK = 64 * 1024
+_WATCH_MASK = (inotify.IN_CREATE | inotify.IN_MOVED_TO | inotify.IN_MOVED_FROM
+               | inotify.IN_DELETE)
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 _sequence = itertools.count()
 
@@ -479,6 +485,7 @@ class MaildirUserStore:
         self._tree_lock = DeferredLock()
         self._listeners: dict[str, list] = {}
         self._pending: dict[str, list[_Pending]] = {}
+        self._resyncs: dict[str, object] = {}
 
     # -- plumbing ---------------------------------------------------------
 
@@ -571,12 +578,47 @@ class MaildirUserStore:
     # -- listeners --------------------------------------------------------
 
     def add_listener(self, name, listener) -> None:
-        self._listeners.setdefault(self._name(name), []).append(listener)
+        """
+        Tell C{listener} of changes to a folder.  While a folder has
+        listeners, its new/ and cur/ are watched (inotify, where the store
+        has a reactor and the system has it), so that changes made by other
+        programs are told at once, not at the next command.
+        """
+        name = self._name(name)
+        listeners = self._listeners.setdefault(name, [])
+        if not listeners:
+            directory = folder_directory(self.root, name)
+            for subdir in ("new", "cur"):
+                self._store.watch(directory / subdir, lambda *_: self._touched(name))
+        listeners.append(listener)
 
     def remove_listener(self, name, listener) -> None:
-        listeners = self._listeners.get(self._name(name), [])
+        name = self._name(name)
+        listeners = self._listeners.get(name, [])
         if listener in listeners:
             listeners.remove(listener)
+        if not listeners:
+            self._listeners.pop(name, None)
+            directory = folder_directory(self.root, name)
+            for subdir in ("new", "cur"):
+                self._store.unwatch(directory / subdir)
+            pending = self._resyncs.pop(name, None)
+            if pending is not None and pending.active():
+                pending.cancel()
+
+    def _touched(self, name: str) -> None:
+        """
+        Something changed in a watched folder: look soon, once for a burst.
+        """
+        if name in self._resyncs and self._resyncs[name].active():
+            return
+        self._resyncs[name] = self._store.reactor.callLater(RESYNC_DELAY, self._resync, name)
+
+    def _resync(self, name: str) -> None:
+        self._resyncs.pop(name, None)
+        if name in self._listeners:
+            self._call(self._with_folder(name, None)).addErrback(
+                lambda f: log.failure("Resync of {folder} failed", f, folder=name))
 
     # -- reading ----------------------------------------------------------
 
@@ -698,10 +740,11 @@ class MaildirUserStore:
                 for pending in batch:
                     pending.deferred.errback(failure)
                 return
-        self._notify(events)
+        # Listeners first: by the time the caller hears of its UID, every
+        # session has been told the message exists.
+        self._notify([*events, MessagesAdded(name, tuple(result[1]))])
         for pending, uid in zip(batch, result[1], strict=True):
             pending.deferred.callback(AppendResult(result[0], uid))
-        self._notify([MessagesAdded(name, tuple(result[1]))])
 
     def _place(self, folder: _Folder, batch: list[_Pending]) -> tuple[int, list[int]]:
         placed = {}
@@ -1019,6 +1062,10 @@ class MaildirUserStore:
         write_atomically(self.root / SPECIAL_USE_FILE, text.encode("utf-8"))
 
     def close(self) -> None:
+        for pending in self._resyncs.values():
+            if pending.active():
+                pending.cancel()
+        self._resyncs.clear()
         for folder in self._folders.values():
             folder.close()
         self._folders.clear()
@@ -1032,14 +1079,39 @@ class MaildirStore:
     @param run: C{run(function, *args) -> Deferred}: how blocking disk work
         is run; a thread pool in the server, a synchronous call in tests.
     @param quotas: address -> bytes allowed, or L{None} for no limit.
+    @param reactor: needed to watch folders for changes made by other
+        programs; without it they are seen at the next operation.
     """
 
     def __init__(self, root: Path, run: Callable[..., Deferred],
-                 quotas: Callable[[str], int | None] = lambda address: None):
+                 quotas: Callable[[str], int | None] = lambda address: None,
+                 reactor=None):
         self.root = root
         self.run = run
         self.quota_for = quotas
+        self.reactor = reactor
         self._users: dict[str, MaildirUserStore] = {}
+        self._inotify = None
+
+    def watch(self, directory: Path, callback) -> None:
+        """
+        Call C{callback} when entries of C{directory} appear or go.
+        """
+        if self.reactor is None:
+            return
+        try:
+            if self._inotify is None:
+                self._inotify = inotify.INotify(self.reactor)
+                self._inotify.startReading()
+            self._inotify.watch(FilePath(str(directory)), mask=_WATCH_MASK,
+                                callbacks=[callback])
+        except (OSError, inotify.INotifyError) as e:
+            log.warn("Not watching {directory}: {error}", directory=str(directory),
+                     error=str(e))
+
+    def unwatch(self, directory: Path) -> None:
+        if self._inotify is not None:
+            self._inotify.ignore(FilePath(str(directory)))
 
     def user(self, address: str) -> MaildirUserStore:
         store = self._users.get(address)
@@ -1055,4 +1127,7 @@ class MaildirStore:
         for store in self._users.values():
             store.close()
         self._users.clear()
+        if self._inotify is not None:
+            self._inotify.loseConnection()
+            self._inotify = None
 
