@@ -158,6 +158,23 @@ class MessageTests(StoreTestMixin, SynchronousTestCase):
         user = self.make_store().user(ALICE)
         self.assertEqual(self.result(user.append("INBOX", message(4))).uid, 4)
 
+    def test_uidlistCompacted(self):
+        """
+        Records of expunged messages leave the uidlist once fewer than 75%
+        are live (as Dovecot does); UIDVALIDITY and the next UID stay.
+        """
+        for n in range(100):
+            self.result(self.user.append("INBOX", message(n), ["\\Deleted"] if n < 30 else []))
+        self.result(self.user.expunge("INBOX", range(1, 21)))
+        self.assertEqual(len(dovecot_files.read_uidlist(self.home).records), 100)
+        self.result(self.user.expunge("INBOX"))
+        uidlist = dovecot_files.read_uidlist(self.home)
+        self.assertEqual([r.uid for r in uidlist.records], list(range(31, 101)))
+        self.assertEqual(uidlist.next_uid, 101)
+        self.store.close()
+        user = self.make_store().user(ALICE)
+        self.assertEqual(self.result(user.append("INBOX", message(0))).uid, 101)
+
     def test_modseqBumpedOnFlagChange(self):
         self.result(self.user.append("INBOX", message(1)))
         self.result(self.user.append("INBOX", message(2)))

@@ -92,6 +92,8 @@ _USE_BY_NAME = {"drafts": "\\Drafts", "sent": "\\Sent", "sent items": "\\Sent",
 SPECIAL_USE_FILE = "mailsrv-special-use"
 #: Seconds to gather a burst of file events before looking at the folder.
 RESYNC_DELAY = 0.05
+#: UID lists shorter than this are never compacted.
+COMPACT_MIN_RECORDS = 64
 TMP_MAX_AGE = 36 * 3600
 
 _CHUNK = 64 * 1024
@@ -323,6 +325,26 @@ class _Folder:
         self.uidlist = current
         self._uidlist_changed()
         return listed
+
+    def compact_if_needed(self) -> None:
+        """
+        Rewrite the UID list without the records of expunged messages once
+        fewer than 75% of them are live, Dovecot's own threshold
+        (UIDLIST_COMPRESS_PERCENTAGE): the list must not grow forever.
+        """
+        if self.uidlist is None or len(self.uidlist.records) < COMPACT_MIN_RECORDS:
+            return
+        if len(self.messages) >= 0.75 * len(self.uidlist.records):
+            return
+        with dovecot_files.uidlist_lock(self.directory):
+            current = dovecot_files.read_uidlist(self.directory)
+            if current is None:
+                return
+            on_disk = self._scan()
+            current.records = [r for r in current.records if r.base in on_disk]
+            dovecot_files.write_uidlist(self.directory, current)
+        self.uidlist = current
+        self._uidlist_changed()
 
     # -- describing -------------------------------------------------------
 
@@ -828,6 +850,7 @@ class MaildirUserStore:
             folder.cached.pop(base, None)
         if removed:
             folder.index.update((), removed, folder.highest_modseq)
+            folder.compact_if_needed()
         return doomed
 
     def copy(self, name, uids, destination) -> Deferred:
