@@ -14,7 +14,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from mailsrv.store import dovecot_files
+from mailsrv.store import dovecot_files, maildir
 from mailsrv.store.interfaces import (
     FlagsChanged,
     FolderExists,
@@ -284,6 +284,24 @@ class ExternalChangeTests(StoreTestMixin, SynchronousTestCase):
         self.assertEqual([m.uid for m in snapshot.messages], [1, 2])
         with self.result(self.user.open_message("INBOX", 2)) as f:
             self.assertEqual(f.read(), message(2))
+
+    def test_quietFolderNotRescanned(self):
+        """
+        A folder whose directories have been quiet is not listed again until
+        an entry changes (the directory's mtime moves); then it is.
+        """
+        self.result(self.user.append("INBOX", message(1)))
+        for sub in ("new", "cur"):
+            os.utime(self.home / sub, (1_000_000_000, 1_000_000_000))
+        self.result(self.user.snapshot("INBOX"))
+        scans = []
+        real_scan = maildir._Folder._scan
+        self.patch(maildir._Folder, "_scan", lambda folder: scans.append(1) or real_scan(folder))
+        self.result(self.user.snapshot("INBOX"))
+        self.assertEqual(scans, [])
+        (self.home / "new" / "1700000000.outside.1").write_bytes(message(2))
+        snapshot = self.result(self.user.snapshot("INBOX"))
+        self.assertEqual((scans, [m.uid for m in snapshot.messages]), ([1], [1, 2]))
 
     def test_flagsChangedByAnotherProgram(self):
         recorder = Recorder()

@@ -92,6 +92,9 @@ _USE_BY_NAME = {"drafts": "\\Drafts", "sent": "\\Sent", "sent items": "\\Sent",
 SPECIAL_USE_FILE = "mailsrv-special-use"
 #: Seconds to gather a burst of file events before looking at the folder.
 RESYNC_DELAY = 0.05
+#: A directory untouched this long (ns) before a scan can be trusted to show
+#: any later change in its mtime, whatever the file system's time precision.
+QUIET_NS = 2_000_000_000
 #: UID lists shorter than this are never compacted.
 COMPACT_MIN_RECORDS = 64
 TMP_MAX_AGE = 36 * 3600
@@ -195,6 +198,8 @@ class _Folder:
         self.messages: dict[int, _Message] = {}
         self.keywords: list[str | None] = dovecot_files.read_keywords(directory)
         self.cached, self.highest_modseq = self.index.load()
+        self.synced = False
+        self._quiet_stamps = None
 
     # -- reading the disk -------------------------------------------------
 
@@ -229,11 +234,22 @@ class _Folder:
         Bring the state in line with the disk: messages that appeared (given
         UIDs if they have none), disappeared, or changed flags elsewhere.
 
+        A folder whose new/ and cur/ have not changed since a scan made when
+        they had been quiet for a while is not scanned again: any change to
+        a directory's entries moves its mtime, as Dovecot relies on too.
+
         @return: (added UIDs, expunged UIDs, UIDs whose flags changed).
         """
+        stamps = self._directory_stamps()
+        uidlist_changed = self._uidlist_changed()
+        if stamps == self._quiet_stamps and not uidlist_changed:
+            return [], [], []
         on_disk = self._scan()
-        if self._uidlist_changed():
+        if uidlist_changed:
+            previous_validity = self.uidvalidity
             self.uidlist = dovecot_files.read_uidlist(self.directory)
+            if self.uidlist is None or self.uidlist.uidvalidity != previous_validity:
+                self.messages = {}  # a new UID list: every UID means another message
         known = {m.base: uid for uid, m in self.messages.items()}
         listed = {r.base: r.uid for r in self.uidlist.records} if self.uidlist else {}
         unlisted = sorted((base for base in on_disk if base not in listed), key=_arrival_order)
@@ -274,7 +290,18 @@ class _Folder:
             self.index.update(index_updates, removed, self.highest_modseq)
         if changed and self._keywords_unknown():
             self.keywords = dovecot_files.read_keywords(self.directory)
+        self.synced = True
+        now = time.time_ns()
+        quiet = all(now - stamp > QUIET_NS for stamp in stamps)
+        self._quiet_stamps = stamps if quiet else None
         return sorted(added), sorted(expunged), sorted(changed)
+
+    def _directory_stamps(self) -> tuple[int, int]:
+        try:
+            return (os.stat(self.directory / "new").st_mtime_ns,
+                    os.stat(self.directory / "cur").st_mtime_ns)
+        except FileNotFoundError:
+            raise NoSuchFolder(f"no folder named {self.name}") from None
 
     def _keywords_unknown(self) -> bool:
         return any(self._letter_index(letter) is None
@@ -569,10 +596,13 @@ class MaildirUserStore:
         self._notify(events)
         return result
 
-    def _synced_work(self, name, work, args):
+    def _synced_work(self, name, work, args, full_sync=True):
         folder = self._folder(name)
-        added, expunged, changed = folder.sync()
-        events = self._events(folder, added, expunged, changed)
+        if full_sync or not folder.synced:
+            added, expunged, changed = folder.sync()
+            events = self._events(folder, added, expunged, changed)
+        else:
+            events = []
         result = work(folder, *args) if work else None
         return result, events
 
@@ -755,7 +785,11 @@ class MaildirUserStore:
             if not batch:
                 return
             try:
-                result, events = await self._run(self._synced_work, name, self._place, (batch,))
+                # Placing new files needs no look at the others: the UID list
+                # is re-read under its lock, and outside changes are picked
+                # up by the next command.
+                result, events = await self._run(self._synced_work, name, self._place,
+                                                 (batch,), False)
             except Exception:
                 failure = Failure()
                 await self._run(_discard, [p.temporary for p in batch])
