@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
-@dataclass
+@dataclass(slots=True)
 class IndexEntry:
     size: int
     vsize: int

@@ -170,7 +170,7 @@ def _crlf_size(path: Path) -> int:
     return size
 
 
-@dataclass
+@dataclass(slots=True)
 class _Message:
     base: str
     subdir: str
