@@ -94,6 +94,14 @@ def store_view(store: MaildirStore, address: str) -> dict:
     return {"folders": view, "subscribed": sorted(run(user.subscriptions()))}
 
 
+def dovecot_private_files(root: Path) -> dict[str, bytes]:
+    """
+    Dovecot's own index files (dovecot.index*, dovecot.list.index*,
+    dovecot.mailbox.log) and their contents.
+    """
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("dovecot.*"))}
+
+
 def run(d):
     results = []
     d.addBoth(results.append)
@@ -170,6 +178,8 @@ class MigrationTests(TestCase):
         self.assertEqual(sorted(served["folders"]["INBOX"][1]), [1, 3, 4, 5])
         dovecot.stop()
 
+        dovecot_files = dovecot_private_files(self.mail_root)
+        self.assertTrue(dovecot_files)
         store = self.open_store()
         self.assertEqual(store_view(store, ALICE), served)
 
@@ -179,5 +189,7 @@ class MigrationTests(TestCase):
         run(user.set_flags("INBOX", [1], ["\\Seen", "$Label1", "Replied"], "set"))
         after = store_view(store, ALICE)
         store.close()
+        self.assertEqual(dovecot_private_files(self.mail_root), dovecot_files,
+                         "mailsrv touched Dovecot's index files")
         dovecot = DovecotServer.start(self, self.mail_root, {ALICE: PASSWORD})
         self.assertEqual(imap_view(dovecot.imap(ALICE, PASSWORD)), after)
