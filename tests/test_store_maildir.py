@@ -453,10 +453,11 @@ class WatchTests(TestCase):
 
 
 class ConcurrencyTests(TestCase):
-    def test_fiftyConcurrentDeliveries(self):
+    def test_concurrentDeliveries(self):
         """
-        Fifty deliveries at once through a real thread pool each get their
-        own UID, and every message is there intact.
+        Three hundred deliveries at once through a real thread pool each get
+        their own UID, and every message is there intact.  (So many waiting
+        at once once overflowed the stack through the folder lock.)
         """
         pool = ThreadPool(minthreads=0, maxthreads=8, name="test-store")
         pool.start()
@@ -467,14 +468,15 @@ class ConcurrencyTests(TestCase):
         user = store.user(ALICE)
 
         async def check():
-            results = await gatherResults([store.deliver(ALICE, message(n)) for n in range(50)])
-            self.assertEqual(sorted(r.uid for r in results), list(range(1, 51)))
+            results = await gatherResults([store.deliver(ALICE, message(n))
+                                           for n in range(300)])
+            self.assertEqual(sorted(r.uid for r in results), list(range(1, 301)))
             snapshot = await user.snapshot("INBOX")
             bodies = set()
             for info in snapshot.messages:
                 with await user.open_message("INBOX", info.uid) as f:
                     bodies.add(f.read())
-            self.assertEqual(bodies, {message(n) for n in range(50)})
+            self.assertEqual(bodies, {message(n) for n in range(300)})
 
         from twisted.internet.defer import Deferred
         return Deferred.fromCoroutine(check())

@@ -534,6 +534,7 @@ class MaildirUserStore:
         self._tree_lock = DeferredLock()
         self._listeners: dict[str, list] = {}
         self._pending: dict[str, list[_Pending]] = {}
+        self._commit_waiting: set[str] = set()
         self._resyncs: dict[str, object] = {}
 
     # -- plumbing ---------------------------------------------------------
@@ -727,8 +728,7 @@ class MaildirUserStore:
         limit = self._store.quota_for(self.address)
         if limit is not None:
             await self._check_quota(limit, pending.vsize, pending.temporary)
-        self._pending.setdefault(name, []).append(pending)
-        self._call(self._commit_pending(name))
+        self._queue_commit(name, [pending])
         return await pending.deferred
 
     def _write_temporary(self, message, flags, internal_date) -> _Pending:
@@ -775,12 +775,23 @@ class MaildirUserStore:
                 total += (await self.status(info.name)).size
         return total
 
+    def _queue_commit(self, name: str, pending: list[_Pending]) -> None:
+        """
+        Queue written messages to be put in place; one commit at most waits
+        for the folder's lock, and takes everything queued by then.
+        """
+        self._pending.setdefault(name, []).extend(pending)
+        if name not in self._commit_waiting:
+            self._commit_waiting.add(name)
+            self._call(self._commit_pending(name))
+
     async def _commit_pending(self, name) -> None:
         """
         Put every message waiting for C{name} in place at once: one
         directory fsync and one UID list write for the batch.
         """
         async with self._lock(name):
+            self._commit_waiting.discard(name)
             batch = self._pending.pop(name, [])
             if not batch:
                 return
@@ -907,8 +918,7 @@ class MaildirUserStore:
         sources = await self._with_folder(name, self._link_out, uids)
         if not sources:
             return CopyResult(await self._uidvalidity_of(destination), ())
-        self._pending.setdefault(destination, []).extend(sources)
-        self._call(self._commit_pending(destination))
+        self._queue_commit(destination, sources)
         results = [await pending.deferred for pending in sources]
         if move:
             await self._expunge(name, {p.source_uid for p in sources}, only_deleted=False)
