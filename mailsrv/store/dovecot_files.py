@@ -26,7 +26,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,45 +68,74 @@ class UidRecord:
 class UidList:
     """
     The contents of C{dovecot-uidlist}; C{records} are in UID order.
+
+    @ivar inode: the file this was read from, and C{size} how many of its
+        bytes: a list that has only grown since (Dovecot and mailsrv append
+        new records under the lock) is brought up to date by reading the
+        new lines alone.
     """
 
     uidvalidity: int
     next_uid: int
     guid: str
     records: list[UidRecord] = field(default_factory=list)
+    uid_of: dict[str, int] = field(default_factory=dict)
+    inode: int = 0
+    size: int = 0
+
+    def add(self, record: UidRecord) -> None:
+        self.records.append(record)
+        self.uid_of[record.base] = record.uid
+        self.next_uid = max(self.next_uid, record.uid + 1)
+
+    def _read_records(self, data: bytes) -> int:
+        """
+        Add the records in C{data}; return how many bytes were whole lines
+        (a line still being written by another process waits for next time).
+        """
+        end = data.rfind(b"\n") + 1
+        last = self.records[-1].uid if self.records else 0
+        for line in data[:end].decode("utf-8", "surrogateescape").splitlines():
+            head, sep, filename = line.partition(" :")
+            uid_text, _, extensions = head.partition(" ")
+            if not sep or not uid_text.isdigit() or int(uid_text) <= last:
+                continue
+            last = int(uid_text)
+            self.add(UidRecord(last, filename.partition(":")[0], extensions))
+        return end
 
 
-def read_uidlist(folder: Path) -> UidList | None:
+def read_uidlist(folder: Path, known: UidList | None = None) -> UidList | None:
     """
-    Parse the folder's uidlist; L{None} when it does not exist or is not a
-    version 3 list we understand (the caller then starts a new one).
+    The folder's uidlist as it is now; L{None} when it does not exist or is
+    not a version 3 list we understand (the caller then starts a new one).
+
+    @param known: the list as last read; returned brought up to date when
+        the file has only grown since, so a large list is not parsed again.
     """
     try:
-        with open(folder / UIDLIST, encoding="utf-8", errors="surrogateescape") as f:
-            header = f.readline().split()
-            if not header or header[0] != "3":
-                return None
-            fields_ = {item[0]: item[1:] for item in header[1:] if item}
-            uidlist = UidList(int(fields_["V"]), int(fields_.get("N", "1")),
-                              fields_.get("G", ""))
-            last = 0
-            for line in f:
-                head, sep, filename = line.rstrip("\n").partition(" :")
-                if not sep:
-                    continue
-                base = filename.partition(":")[0]
-                uid_text, _, extensions = head.partition(" ")
-                uid = int(uid_text)
-                if uid <= last:
-                    continue
-                last = uid
-                uidlist.records.append(UidRecord(uid, base, extensions))
+        with open(folder / UIDLIST, "rb") as f:
+            st = os.fstat(f.fileno())
+            if known is not None and known.inode == st.st_ino and st.st_size >= known.size:
+                if st.st_size > known.size:
+                    f.seek(known.size)
+                    known.size += known._read_records(f.read())
+                return known
+            data = f.read()
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError):
+    header_end = data.find(b"\n") + 1
+    fields_ = {item[:1]: item[1:] for item in data[:header_end].split()}
+    if fields_.get(b"3") != b"":
         return None
-    # Appended records may be newer than the header's next UID.
-    uidlist.next_uid = max(uidlist.next_uid, last + 1)
+    try:
+        uidlist = UidList(int(fields_[b"V"]), int(fields_.get(b"N", b"1")),
+                          fields_.get(b"G", b"").decode("ascii"), inode=st.st_ino)
+    except (KeyError, ValueError):
+        return None
+    # Appended records may be newer than the header's next UID (add() keeps
+    # next_uid above every record).
+    uidlist.size = header_end + uidlist._read_records(data[header_end:])
     return uidlist
 
 
@@ -122,19 +151,26 @@ def write_uidlist(folder: Path, uidlist: UidList) -> None:
     """
     lines = [f"3 V{uidlist.uidvalidity} N{uidlist.next_uid} G{uidlist.guid}\n"]
     lines += [_record_line(r) for r in uidlist.records]
-    write_atomically(folder / UIDLIST,
-                     "".join(lines).encode("utf-8", "surrogateescape"), 0o600)
+    data = "".join(lines).encode("utf-8", "surrogateescape")
+    write_atomically(folder / UIDLIST, data, 0o600)
+    uidlist.inode = os.stat(folder / UIDLIST).st_ino
+    uidlist.size = len(data)
 
 
-def append_records(folder: Path, records: Iterable[UidRecord]) -> None:
+def append_records(folder: Path, uidlist: UidList, records: list[UidRecord]) -> None:
     """
-    Append new records to the list (the caller holds the lock); readers
-    take the next UID from the last record when it passes the header's.
+    Add new records to the list and append them to its file (the caller
+    holds the lock); readers take the next UID from the last record when it
+    passes the header's, as Dovecot does.
     """
-    with open(folder / UIDLIST, "a", encoding="utf-8", errors="surrogateescape") as f:
-        f.writelines(_record_line(r) for r in records)
+    data = "".join(_record_line(r) for r in records).encode("utf-8", "surrogateescape")
+    with open(folder / UIDLIST, "ab") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    for record in records:
+        uidlist.add(record)
+    uidlist.size += len(data)
 
 
 @contextmanager

@@ -194,7 +194,6 @@ class _Folder:
         self.user_root = user_root
         self.index = FolderIndex(directory)
         self.uidlist: UidList | None = None
-        self.uidlist_signature = None
         self.messages: dict[int, _Message] = {}
         self.keywords: list[str | None] = dovecot_files.read_keywords(directory)
         self.cached, self.highest_modseq = self.index.load()
@@ -218,16 +217,14 @@ class _Folder:
                     found[base] = (subdir, letters if subdir == "cur" else "")
         return found
 
-    def _uidlist_changed(self) -> bool:
-        try:
-            st = os.stat(self.directory / dovecot_files.UIDLIST)
-            signature = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except FileNotFoundError:
-            signature = None
-        if signature == self.uidlist_signature and self.uidlist is not None:
-            return False
-        self.uidlist_signature = signature
-        return True
+    def _refresh_uidlist(self) -> bool:
+        """
+        Bring the UID list up to date (only new lines are read when the file
+        just grew); return whether it changed.
+        """
+        before = (self.uidlist.inode, self.uidlist.size) if self.uidlist else None
+        self.uidlist = dovecot_files.read_uidlist(self.directory, self.uidlist)
+        return before != ((self.uidlist.inode, self.uidlist.size) if self.uidlist else None)
 
     def sync(self) -> tuple[list[int], list[int], list[int]]:
         """
@@ -241,17 +238,15 @@ class _Folder:
         @return: (added UIDs, expunged UIDs, UIDs whose flags changed).
         """
         stamps = self._directory_stamps()
-        uidlist_changed = self._uidlist_changed()
+        previous_validity = self.uidvalidity
+        uidlist_changed = self._refresh_uidlist()
         if stamps == self._quiet_stamps and not uidlist_changed:
             return [], [], []
+        if self.uidvalidity != previous_validity:
+            self.messages = {}  # a new UID list: every UID means another message
         on_disk = self._scan()
-        if uidlist_changed:
-            previous_validity = self.uidvalidity
-            self.uidlist = dovecot_files.read_uidlist(self.directory)
-            if self.uidlist is None or self.uidlist.uidvalidity != previous_validity:
-                self.messages = {}  # a new UID list: every UID means another message
         known = {m.base: uid for uid, m in self.messages.items()}
-        listed = {r.base: r.uid for r in self.uidlist.records} if self.uidlist else {}
+        listed = self.uidlist.uid_of if self.uidlist else {}
         unlisted = sorted((base for base in on_disk if base not in listed), key=_arrival_order)
         if unlisted or self.uidlist is None:
             listed = self._assign_uids(unlisted)
@@ -332,26 +327,21 @@ class _Folder:
         under Dovecot's lock; start the list if there is none.
         """
         with dovecot_files.uidlist_lock(self.directory):
-            current = dovecot_files.read_uidlist(self.directory)
-            rewrite = current is None
+            current = dovecot_files.read_uidlist(self.directory, self.uidlist)
             if current is None:
                 current = UidList(dovecot_files.next_uidvalidity(self.user_root), 1,
                                   uuid.uuid4().hex)
-            listed = {r.base: r.uid for r in current.records}
-            fresh = []
-            for base in (b for b in bases if b not in listed):
-                record = UidRecord(current.next_uid, base)
-                current.next_uid += 1
-                current.records.append(record)
-                listed[base] = record.uid
-                fresh.append(record)
-            if rewrite:
+                for base in dict.fromkeys(bases):
+                    current.add(UidRecord(current.next_uid, base))
                 dovecot_files.write_uidlist(self.directory, current)
-            elif fresh:
-                dovecot_files.append_records(self.directory, fresh)
+            else:
+                fresh = []
+                for base in dict.fromkeys(b for b in bases if b not in current.uid_of):
+                    fresh.append(UidRecord(current.next_uid + len(fresh), base))
+                if fresh:
+                    dovecot_files.append_records(self.directory, current, fresh)
         self.uidlist = current
-        self._uidlist_changed()
-        return listed
+        return current.uid_of
 
     def compact_if_needed(self) -> None:
         """
@@ -364,14 +354,14 @@ class _Folder:
         if len(self.messages) >= 0.75 * len(self.uidlist.records):
             return
         with dovecot_files.uidlist_lock(self.directory):
-            current = dovecot_files.read_uidlist(self.directory)
+            current = dovecot_files.read_uidlist(self.directory, self.uidlist)
             if current is None:
                 return
             on_disk = self._scan()
             current.records = [r for r in current.records if r.base in on_disk]
+            current.uid_of = {r.base: r.uid for r in current.records}
             dovecot_files.write_uidlist(self.directory, current)
         self.uidlist = current
-        self._uidlist_changed()
 
     # -- describing -------------------------------------------------------
 
