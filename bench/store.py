@@ -13,6 +13,7 @@ on disk and messages in a fresh store's listing.
 """
 
 import argparse
+import ctypes
 import gc
 import math
 import os
@@ -30,8 +31,9 @@ from functools import partial
 from pathlib import Path
 
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, TimeoutError, gatherResults
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.threadpool import ThreadPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,6 +46,9 @@ from mailsrv.store.maildir import MaildirStore, user_directory
 DOMAIN = "bench.example"
 BIG = f"big@{DOMAIN}"
 MB = 1024 * 1024
+#: How long a folder may take to answer after a delivery burst before we
+#: call it stuck.
+STUCK = 10.0
 _FILLER = ("The quick brown fox jumps over the lazy dog while the mail server "
            "keeps every message durable on disk before it says yes. ")
 
@@ -144,6 +149,16 @@ def proc_status() -> dict[str, int]:
     return found
 
 
+def trim_heap() -> None:
+    """
+    Give freed heap memory back to the system (glibc), so RSS shows what is in use.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def reset_peak_rss() -> bool:
     """
     Reset VmHWM to the current RSS (Linux 4.0+), so it reads as this step's peak.
@@ -182,6 +197,24 @@ def filesystem_of(path: Path) -> str:
 # -- deliveries ----------------------------------------------------------------
 
 
+class ErrorCounter:
+    """
+    A log observer counting errors (an unhandled failure in a Deferred is one).
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.first = None
+
+    def __call__(self, event):
+        if event.get("log_failure") is not None or event.get("isError"):
+            self.count += 1
+            if self.first is None:
+                failure = event.get("log_failure")
+                self.first = (f"{failure.type.__name__}: {failure.value}" if failure
+                              else formatEvent(event))
+
+
 async def deliveries(run, directory: Path, case: str, writers: int, users: int,
                      total: int) -> dict:
     """
@@ -205,13 +238,27 @@ async def deliveries(run, directory: Path, case: str, writers: int, users: int,
             latencies.append(time.perf_counter() - started)
             results.append((address, result.uidvalidity, result.uid))
 
+    logged = ErrorCounter()
+    globalLogPublisher.addObserver(logged)
     started = time.perf_counter()
     await gatherResults([Deferred.fromCoroutine(writer(w)) for w in range(writers)])
     elapsed = time.perf_counter() - started
-    store.close()
 
-    # Check: distinct UIDs, and a fresh store and the disk both hold them all.
+    # Check: the folders still answer, no error was logged, the UIDs are
+    # distinct, and a fresh store and the disk both hold every message.
     problems = []
+    for address in addresses:
+        try:
+            await store.user(address).snapshot(INBOX).addTimeout(STUCK, reactor)
+        except TimeoutError:
+            problems.append(f"{address}: INBOX does not answer {STUCK:.0f} s after the "
+                            "deliveries (its folder lock was never released)")
+            break
+    gc.collect()  # an unhandled error in a Deferred is logged when it is collected
+    globalLogPublisher.removeObserver(logged)
+    if logged.count:
+        problems.append(f"{logged.count} errors logged, first: {logged.first}")
+    store.close()
     if len(set(results)) != total:
         problems.append(f"{total - len(set(results))} duplicate UIDs")
     fresh = MaildirStore(root, run)
@@ -240,23 +287,29 @@ def reset_folder(home: Path, uidlist: str | None) -> None:
     the migrated Dovecot uidlist when there is one.
     """
     for name in (INDEX, INDEX + "-wal", INDEX + "-shm", dovecot_files.UIDLIST,
-                 dovecot_files.LOCK, "dovecot-uidvalidity"):
+                 dovecot_files.LOCK):
         (home / name).unlink(missing_ok=True)
+    for path in home.glob("dovecot-uidvalidity*"):
+        path.unlink()
     if uidlist is not None:
         (home / dovecot_files.UIDLIST).write_text(uidlist)
 
 
-async def timed_snapshot(store: MaildirStore, traced: bool) -> tuple[float, dict, object]:
+async def timed_snapshot(store: MaildirStore, traced: bool) -> tuple[dict, object]:
     """
     Time one snapshot of the big INBOX; with C{traced}, the tracemalloc peak
-    and what stays allocated, else RSS before and after.
+    and what stays allocated, else RSS before and after and its peak.
     """
+    # The reactor holds on to the last result a pool thread handed it (an
+    # earlier snapshot) until the next one: hand it an empty one first.
+    await store.run(int)
     gc.collect()
     memory = {}
     if traced:
         tracemalloc.reset_peak()
         before = tracemalloc.get_traced_memory()[0]
     else:
+        trim_heap()
         reset_peak_rss()
         memory["rss_before"] = proc_status()["VmRSS"]
     started = time.perf_counter()
@@ -268,83 +321,52 @@ async def timed_snapshot(store: MaildirStore, traced: bool) -> tuple[float, dict
     else:
         status = proc_status()
         memory["rss_after"], memory["hwm"] = status["VmRSS"], status["VmHWM"]
-    return elapsed, memory, snapshot
+        memory["seconds"] = elapsed
+    return memory, snapshot
 
 
 async def open_folder(run, home: Path, uidlist: str | None, expect: dict, count: int,
-                      dropped: bool) -> tuple[list[dict], list[str]]:
+                      traced: bool, drop: bool) -> tuple[dict[str, dict], list[str]]:
     """
-    The open sequence for one variant: cold (optionally with caches
-    dropped), warm after a restart, warm in the same process; timed once
-    untraced, then again under tracemalloc for memory.
+    The open sequence for one variant: cold (first with the kernel caches
+    dropped, if asked and allowed), warm after a restart, warm in the same
+    process.  Untraced for times and RSS, or traced for Python memory.
     """
     rows: dict[str, dict] = {}
     problems: list[str] = []
     root = home.parent.parent
 
-    def check(step: str, snapshot) -> None:
+    async def measure(step: str, store: MaildirStore) -> None:
+        memory, snapshot = await timed_snapshot(store, traced)
+        rows[step] = memory
         messages = snapshot.messages
         uids = [m.uid for m in messages]
         seen = sum(1 for m in messages if "\\Seen" in m.flags)
         vsize = sum(m.size for m in messages)
-        if (len(messages) != count or len(set(uids)) != count or uids != sorted(uids)
-                or seen != expect["seen"] or vsize != expect["vsize"]
-                or (expect["uids"] is not None and uids != expect["uids"])):
+        if (len(messages) != count or uids != expect["uids"] or seen != expect["seen"]
+                or vsize != expect["vsize"]):
             problems.append(f"{step}: {len(messages)} messages, {len(set(uids))} UIDs, "
                             f"{seen} seen, {vsize} bytes; expected {count}, {expect['seen']}, "
                             f"{expect['vsize']}")
 
-    async def sequence(traced: bool, first_cold: bool) -> None:
+    if drop:
         reset_folder(home, uidlist)
-        steps = []
-        if first_cold:
-            reason = drop_caches()
-            if reason is None:
-                steps.append("cold, caches dropped")
-            else:
-                rows["cold, caches dropped"] = {"skipped": reason}
-                reset_folder(home, uidlist)
-        if not steps or traced:
-            steps.append("cold, caches warm")
-        steps += ["warm-restart", "warm-in-process"]
-        store = None
-        for step in steps:
-            if step.startswith("cold"):
-                if store is not None:
-                    store.close()
-                    reset_folder(home, uidlist)
-                store = MaildirStore(root, run)
-            elif step == "warm-restart":
-                store.close()
-                store = MaildirStore(root, run)
-            elapsed, memory, snapshot = await timed_snapshot(store, traced)
-            check(step, snapshot)
-            del snapshot
-            row = rows.setdefault(step, {})
-            if traced:
-                row.update(memory)
-            else:
-                row.update(memory, seconds=elapsed)
-        store.close()
-
-    await sequence(traced=False, first_cold=dropped)
-    # The untraced pass may have started cold with caches dropped; run the
-    # page-cache-warm cold open too, so both columns exist.
-    if "cold, caches warm" not in rows:
-        reset_folder(home, uidlist)
-        store = MaildirStore(root, run)
-        elapsed, memory, snapshot = await timed_snapshot(store, False)
-        check("cold, caches warm", snapshot)
-        del snapshot
-        store.close()
-        rows["cold, caches warm"] = {**memory, "seconds": elapsed}
-    tracemalloc.start()
-    try:
-        await sequence(traced=True, first_cold=False)
-    finally:
-        tracemalloc.stop()
-    order = ["cold, caches dropped", "cold, caches warm", "warm-restart", "warm-in-process"]
-    return [{"step": step, **rows[step]} for step in order if step in rows], problems
+        reason = drop_caches()
+        if reason is None:
+            store = MaildirStore(root, run)
+            await measure("cold, caches dropped", store)
+            store.close()
+        else:
+            rows["cold, caches dropped"] = {"skipped": reason}
+    reset_folder(home, uidlist)
+    store = MaildirStore(root, run)
+    await measure("cold, caches warm", store)
+    store.close()
+    store = MaildirStore(root, run)
+    await measure("warm-restart", store)
+    await measure("warm-in-process", store)
+    store.close()
+    return rows, problems
 
 
 async def deliver_into_big(run, home: Path, count: int, total: int) -> dict:
@@ -377,6 +399,24 @@ async def deliver_into_big(run, home: Path, count: int, total: int) -> dict:
 # -- the run -------------------------------------------------------------------
 
 
+def source_state() -> str:
+    """
+    Which store code ran: the commit, and whether the store has local edits.
+    """
+    here = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--",
+                                "mailsrv/store"], capture_output=True, text=True, check=True,
+                               timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "not a git checkout"
+    edited = [line[3:] for line in dirty.stdout.splitlines()]
+    return head.stdout.strip() + (f" + uncommitted edits to {', '.join(edited)}" if edited
+                                  else "")
+
+
 def print_facts(args, directory: Path) -> None:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     print(f"machine      {os.cpu_count()} cores, {memory / 2**30:.1f} GiB RAM, "
@@ -385,7 +425,7 @@ def print_facts(args, directory: Path) -> None:
     print(f"python       {platform.python_implementation()} {platform.python_version()}")
     print(f"temp dir     {directory} on {filesystem_of(directory)}")
     print(f"store        MaildirStore, ThreadPool(maxthreads={args.threads}) "
-          f"with deferToThreadPool")
+          f"with deferToThreadPool; code {source_state()}")
     print()
 
 
@@ -399,20 +439,22 @@ def print_deliveries(rows: list[dict]) -> None:
     print()
 
 
-def print_open(variant: str, count: int, rows: list[dict], problems: list[str]) -> None:
+def print_open(variant: str, count: int, timed: dict[str, dict], traced: dict[str, dict],
+               problems: list[str]) -> None:
     print(f"Open and list INBOX of {count:,} messages: {variant}")
     print(f"  {'step':<22} {'seconds':>8} {'msgs/s':>9} {'RSS before':>11} {'after':>7} "
           f"{'peak':>7} {'py peak':>8} {'py held':>8} {'B/msg':>6}")
-    for r in rows:
+    for step, r in timed.items():
         if "skipped" in r:
-            print(f"  {r['step']:<22} skipped: {r['skipped']}")
+            print(f"  {step:<22} skipped: {r['skipped']}")
             continue
-        py = (f"{r['peak'] / MB:>8.1f} {r['held'] / MB:>8.1f} {r['peak'] / count:>6.0f}"
-              if "peak" in r else f"{'-':>8} {'-':>8} {'-':>6}")
-        print(f"  {r['step']:<22} {r['seconds']:>8.3f} {count / r['seconds']:>9,.0f} "
+        t = traced.get(step)
+        py = (f"{t['peak'] / MB:>8.1f} {t['held'] / MB:>8.1f} {t['peak'] / count:>6.0f}"
+              if t else f"{'-':>8} {'-':>8} {'-':>6}")
+        print(f"  {step:<22} {r['seconds']:>8.3f} {count / r['seconds']:>9,.0f} "
               f"{r['rss_before'] / MB:>8.0f} MB {r['rss_after'] / MB:>4.0f} MB "
               f"{r['hwm'] / MB:>4.0f} MB {py}")
-    print("  check: " + ("ok (count, distinct ascending UIDs, flags, sizes)" if not problems
+    print("  check: " + ("ok (count, UIDs, \\Seen count, sizes)" if not problems
                          else "FAILED: " + "; ".join(problems)))
     print()
 
@@ -440,20 +482,35 @@ async def run(args):
         os.sync()
         print(f"(wrote {args.messages:,} message files directly in "
               f"{time.perf_counter() - started:.1f} s)\n")
-        dropped = not args.no_drop_caches
         if args.no_drop_caches:
             print("cold, caches dropped: skipped (--no-drop-caches)\n")
         migrated = uidlist_text(bases, int(time.time()) - 86400)
-        migrated_uids = [int(line.split(" ", 1)[0]) for line in migrated.splitlines()[1:]]
-        for variant, uidlist, uids in (
-                ("no uidlist (UIDs assigned on first open)", None,
-                 list(range(1, args.messages + 1))),
-                ("Dovecot uidlist present (migrated)", migrated, migrated_uids)):
-            open_rows, problems = await open_folder(disk, home, uidlist,
-                                                    {**expect, "uids": uids},
-                                                    args.messages, dropped)
-            print_open(variant, args.messages, open_rows, problems)
+        variants = [("no uidlist (UIDs assigned on first open)", None,
+                     list(range(1, args.messages + 1))),
+                    ("Dovecot uidlist present (migrated)", migrated,
+                     [int(line.split(" ", 1)[0]) for line in migrated.splitlines()[1:]])]
+        # Times and RSS first for both variants, then Python memory under
+        # tracemalloc (which slows Python down and leaves RSS behind).
+        results = []
+        for _, uidlist, uids in variants:
+            results.append(await open_folder(disk, home, uidlist, {**expect, "uids": uids},
+                                             args.messages, False, not args.no_drop_caches))
+        tracemalloc.start()
+        try:
+            for n, (_, uidlist, uids) in enumerate(variants):
+                traced, problems = await open_folder(disk, home, uidlist,
+                                                     {**expect, "uids": uids},
+                                                     args.messages, True, False)
+                results[n] = (results[n][0], traced, results[n][1] + problems)
+        finally:
+            tracemalloc.stop()
+        for (variant, _, _), (timed, traced, problems) in zip(variants, results, strict=True):
+            print_open(variant, args.messages, timed, traced, problems)
             failed |= bool(problems)
+        print("  RSS: VmRSS before and after the snapshot, and VmHWM reset before it (peak);")
+        print("  py peak / held: tracemalloc (a second, traced pass) peak during the snapshot")
+        print("  and what is still allocated after it (store state + the snapshot), above")
+        print("  the start; B/msg = py peak / messages.\n")
 
         into = await deliver_into_big(disk, home, args.messages, args.big_deliveries)
         print(f"Deliveries into the open {args.messages:,}-message INBOX (1 writer, "
@@ -465,7 +522,8 @@ async def run(args):
         pool.stop()
         shutil.rmtree(directory, ignore_errors=True)
     if failed:
-        print("\nFAILED: the store lost, duplicated or misreported mail (see above)")
+        print("\nFAILED: the store lost, duplicated or misreported mail, or got stuck "
+              "(see above)")
         raise SystemExit(1)
 
 
