@@ -3,11 +3,13 @@ Tests for L{mailsrv.store.summary}: MIME outlines (RFC 2045, 2046) in the
 CRLF form IMAP serves (RFC 3501 2.3.4).
 """
 
+import sqlite3
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailsrv.store import summary
+from mailsrv.store.index import INDEX, FolderIndex
 from mailsrv.store.maildir import MaildirStore
 from mailsrv.store.summary import dumps, loads, outline
 from mailsrv.store.testing import run_now
@@ -108,6 +110,25 @@ class OutlineTests(SynchronousTestCase):
     def test_jsonRoundTrip(self):
         part = outline(MIXED + b"\xff\xfe 8-bit")
         self.assertEqual(loads(dumps(part)), part)
+
+
+class IndexUpgradeTests(SynchronousTestCase):
+    def test_indexWithoutOutlines(self):
+        """
+        An index written before outlines were kept gains the column.
+        """
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        db = sqlite3.connect(folder / INDEX)
+        db.executescript("CREATE TABLE message (base TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+                         " vsize INTEGER NOT NULL, mtime REAL NOT NULL, modseq INTEGER NOT NULL);"
+                         "INSERT INTO message VALUES ('1.x', 1, 1, 0, 5);")
+        db.close()
+        index = FolderIndex(folder)
+        self.addCleanup(index.close)
+        self.assertEqual(index.outlines(["1.x"]), {})
+        index.set_outlines({"1.x": "[]"})
+        self.assertEqual(index.outlines(["1.x"]), {"1.x": "[]"})
 
 
 class StoreOutlineTests(SynchronousTestCase):

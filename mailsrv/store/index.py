@@ -60,6 +60,9 @@ class FolderIndex:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(message)")}
+                if "outline" not in columns:  # an index from before outlines
+                    db.execute("ALTER TABLE message ADD COLUMN outline TEXT")
                 return db
             except sqlite3.DatabaseError:
                 if attempt == 2:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import shutil
 import socket
 import threading
@@ -131,10 +130,10 @@ def _arrival_order(base: str) -> tuple[int, int, str]:
     Dovecot's order for giving UIDs to new files: seconds, then
     microseconds, then the name (maildir_filename_sort_cmp).
     """
-    match = re.match(r"(\d+)\.(?:M(\d+))?", base)
-    if match is None:
-        return (0, 0, base)
-    return (int(match.group(1)), int(match.group(2) or 0), base)
+    seconds, _, rest = base.partition(".")
+    micro = rest[1:].partition("P")[0] if rest.startswith("M") else ""
+    return (int(seconds) if seconds.isdigit() else 0,
+            int(micro) if micro.isdigit() else 0, base)
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -191,6 +190,7 @@ class _Folder:
     def __init__(self, name: str, directory: Path, user_root: Path):
         self.name = name
         self.directory = directory
+        self._directory_text = str(directory)
         self.user_root = user_root
         self.index = FolderIndex(directory)
         self.uidlist: UidList | None = None
@@ -310,7 +310,10 @@ class _Folder:
         """
         Size, CRLF size and date of a file new to us; L{None} if it is gone.
         """
-        path = self.directory / subdir / (f"{base}:2,{letters}" if subdir == "cur" else base)
+        # Plain strings: this runs once per message when a large folder is
+        # first opened, and Path objects cost more than the stat.
+        name = f"{base}:2,{letters}" if subdir == "cur" else base
+        path = os.path.join(self._directory_text, subdir, name)
         try:
             st = os.stat(path)
             size, vsize = _size_from_base(base)
@@ -366,15 +369,31 @@ class _Folder:
     # -- describing -------------------------------------------------------
 
     def flags_of(self, message: _Message) -> frozenset[str]:
-        flags = set()
-        for letter in message.letters:
-            if letter in _LETTER_FLAGS:
-                flags.add(_LETTER_FLAGS[letter])
-            elif letter.islower():
-                index = self._letter_index(letter)
-                if index is not None:
-                    flags.add(self.keywords[index])
-        return frozenset(flags)
+        """
+        The flags a message's letters stand for (a folder has few distinct
+        letter strings, so each set is made once).
+        """
+        flags = self._flags_by_letters.get(message.letters)
+        if flags is None:
+            found = set()
+            for letter in message.letters:
+                if letter in _LETTER_FLAGS:
+                    found.add(_LETTER_FLAGS[letter])
+                elif letter.islower():
+                    index = self._letter_index(letter)
+                    if index is not None:
+                        found.add(self.keywords[index])
+            flags = self._flags_by_letters[message.letters] = frozenset(found)
+        return flags
+
+    @property
+    def keywords(self) -> list[str | None]:
+        return self._keywords
+
+    @keywords.setter
+    def keywords(self, keywords: list[str | None]) -> None:
+        self._keywords = keywords
+        self._flags_by_letters: dict[str, frozenset[str]] = {}
 
     def info(self, uid: int) -> MessageInfo:
         message = self.messages[uid]
@@ -422,9 +441,10 @@ class _Folder:
             if index >= len(KEYWORD_LETTERS):
                 raise TooManyKeywords(f"{self.name} already uses {len(KEYWORD_LETTERS)} "
                                       "keywords")
-            self.keywords.extend([None] * (index + 1 - len(self.keywords)))
-            self.keywords[index] = keyword
-            dovecot_files.write_keywords(self.directory, self.keywords)
+            keywords = self.keywords + [None] * (index + 1 - len(self.keywords))
+            keywords[index] = keyword
+            dovecot_files.write_keywords(self.directory, keywords)
+            self.keywords = keywords
         return KEYWORD_LETTERS[index]
 
     def rename_flags(self, uid: int, letters: str) -> None:
