@@ -10,6 +10,7 @@ worst lateness shows whether the reactor stayed free while they ran.
 """
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -86,6 +87,7 @@ async def run(args):
     elapsed = time.monotonic() - started
     probe.stop()
     await service.stopService()
+    shutil.rmtree(directory)
 
     total = args.concurrency * args.rounds
     latencies.sort()
