@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -15,15 +16,20 @@ from twisted.application.service import MultiService, Service
 from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
+from twisted.mail.interfaces import IMessageDelivery
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from mailsrv import __version__
 from mailsrv.config import IMPLICIT_TLS_ROLES, ROLES, ConfigError, Settings
+from mailsrv.connections import ConnectionLimiter
 from mailsrv.cred.checker import PasswdFileChecker
 from mailsrv.cred.realm import MailRealm
 from mailsrv.cred.throttle import LoginThrottle
 from mailsrv.logs import get_logger, set_level
+from mailsrv.smtp.delivery import RecipientPolicy, SessionDelivery, StoreDelivery
+from mailsrv.smtp.server import ROLES as SMTP_ROLES
+from mailsrv.smtp.server import SMTPFactory
 from mailsrv.store import make_store
 from mailsrv.store.interfaces import IMailStore
 from mailsrv.threads import ThreadPoolService
@@ -194,12 +200,18 @@ class ReloadOnHangup(Service):
 
 
 def make_service(settings: Settings, *, reactor=None,
-                 owner: tuple[int, int] | None = None) -> MailService:
+                 owner: tuple[int, int] | None = None,
+                 make_delivery: Callable[[object], IMessageDelivery] | None = None
+                 ) -> MailService:
     """
     Build the server described by C{settings}.
 
     Creates the data folder and certificate if needed; the listeners open
     when the service starts.
+
+    @param make_delivery: C{make_delivery(session)} returns the
+        L{IMessageDelivery} for one SMTP transaction, for an application
+        that takes accepted mail itself; by default it goes to the store.
 
     @raise ConfigError: if something the settings name cannot be used.
     """
@@ -226,10 +238,19 @@ def make_service(settings: Settings, *, reactor=None,
     if settings.tls.check_interval > 0:
         TimerService(settings.tls.check_interval, tls.reload_if_changed).setServiceParent(service)
 
+    smtp_limiter = ConnectionLimiter(settings.limits.max_connections,
+                                     settings.limits.max_connections_per_ip)
+    policy = RecipientPolicy(settings, checker.users)
+    session_delivery = SessionDelivery(
+        make_delivery or (lambda session: StoreDelivery(session, store, policy)))
     for role in ROLES:
         protocol = PROTOCOL_OF_ROLE[role]
         for description in settings.endpoints(role):
-            factory = unavailable_factory(protocol, settings.server.hostname)
+            if protocol == "smtp":
+                factory = SMTPFactory(SMTP_ROLES[role], settings, tls, portal, session_delivery,
+                                      smtp_limiter)
+            else:
+                factory = unavailable_factory(protocol)
             if role in IMPLICIT_TLS_ROLES and not description.startswith("ssl:"):
                 factory = TLSMemoryBIOFactory(tls, False, factory)
             factory.noisy = False

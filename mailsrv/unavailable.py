@@ -17,13 +17,11 @@ class _Unavailable(Protocol):
         self.transport.loseConnection()
 
 
-def unavailable_factory(protocol: str, hostname: str) -> Factory:
+def unavailable_factory(protocol: str) -> Factory:
     """
     A factory whose connections are told that C{protocol} is not served.
     """
     greetings = {
-        # RFC 5321 3.8 / 4.2.3: 421 may be the greeting; RFC 3463 4.3.2.
-        "smtp": f"421 4.3.2 {hostname} SMTP service not available yet\r\n",
         # RFC 3501 7.1.5 BYE greeting; RFC 5530 UNAVAILABLE.
         "imap": "* BYE [UNAVAILABLE] IMAP service not available yet\r\n",
         # RFC 1939 with RFC 3206 response codes.

@@ -26,17 +26,20 @@ from mailsrv.service import PROTOCOL_OF_ROLE, ListenError, ReloadOnHangup, make_
 from tests.server import server_environment, write_test_config
 
 GREETINGS = {
-    "smtp": b"421 4.3.2 localhost SMTP service not available yet\r\n",
+    "smtp": b"220 localhost ESMTP mailsrv\r\n",
     "imap": b"* BYE [UNAVAILABLE] IMAP service not available yet\r\n",
     "pop3": b"-ERR [SYS/TEMP] POP3 service not available yet\r\n",
 }
 
 
 def read_greeting(port: int, tls_context: ssl.SSLContext | None = None) -> bytes:
+    """
+    The server's first line (the greeting), over TLS if given a context.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         conn = tls_context.wrap_socket(raw, server_hostname="localhost") if tls_context else raw
         data = b""
-        while chunk := conn.recv(1024):
+        while b"\r\n" not in data and (chunk := conn.recv(1024)):
             data += chunk
         return data
 
@@ -56,8 +59,8 @@ class MakeServiceTests(TestCase):
     async def test_everyRoleListens(self):
         """
         Every role gets a port; plain ones greet at once, implicit-TLS ones
-        after a handshake with the configured certificate.  Until a protocol
-        lands, its greeting says it is unavailable, in its own words.
+        after a handshake with the configured certificate.  Protocols not
+        served yet say so in their own words.
         """
         service = self.start(self.settings())
         ports = {listener.role: listener.port.getHost().port for listener in service.listeners()}

@@ -1,0 +1,37 @@
+"""
+Connection limits shared by every listener of one protocol: so many
+connections in all, and so many from one client address (IPv6 by /64).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from mailsrv.cred.throttle import peer_key
+
+
+class ConnectionLimiter:
+    def __init__(self, max_total: int, max_per_address: int):
+        self._max_total = max_total
+        self._max_per_address = max_per_address
+        self._total = 0
+        self._by_address: Counter[str] = Counter()
+
+    def acquire(self, peer: str) -> bool:
+        """
+        Count a new connection from C{peer}; False (and nothing counted) if
+        it would pass a limit.
+        """
+        key = peer_key(peer)
+        if self._total >= self._max_total or self._by_address[key] >= self._max_per_address:
+            return False
+        self._total += 1
+        self._by_address[key] += 1
+        return True
+
+    def release(self, peer: str) -> None:
+        key = peer_key(peer)
+        self._total -= 1
+        self._by_address[key] -= 1
+        if self._by_address[key] <= 0:
+            del self._by_address[key]

@@ -1,0 +1,1 @@
+"""ESMTP: the server protocol, its delivery policy, and the addresses it parses."""
