@@ -91,6 +91,7 @@ class SMTPTestCase(TestCase):
         config, ca = write_test_config(
             directory, '[domains."example.org"]\naliases = { info = ["alice"] }\n'
             + self.config, roles=("smtp", "submission", "submissions"))
+        self.client_tls_path = ca
         self.client_tls = ssl.create_default_context(cafile=str(ca))
         settings = load_settings(config, environ={})
         self.settings = settings
