@@ -10,6 +10,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+import time
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -205,6 +206,32 @@ class MXTests(SMTPTestCase):
                          [250, 550, 250, 250, 354, 250, 250, 250, 221])
         self.assertEqual(len(self.inbox(ALICE)), 1)
         self.assertEqual(len(self.inbox(BOB)), 1)
+
+    async def test_smtputf8(self):
+        """
+        RFC 6531: with SMTPUTF8, a UTF-8 sender and UTF-8 headers are taken
+        and delivered as they are; without it, a UTF-8 address is refused
+        with 5.6.7.
+        """
+        body = "From: Jörg <jörg@example.net>\r\nSubject: Grüße\r\n\r\nHallo!\r\n"
+
+        def session():
+            wire = self.wire()
+            wire.command(b"EHLO client.example.net")
+            refused = wire.command("MAIL FROM:<jörg@example.net>".encode())
+            results = [wire.command("MAIL FROM:<jörg@example.net> SMTPUTF8".encode()),
+                       wire.command(b"RCPT TO:<alice@example.org>"), wire.command(b"DATA")]
+            wire.send(body.encode() + b".\r\n")
+            results.append(wire.reply())
+            return refused, [code for code, _ in results]
+
+        refused, codes = await self.in_thread(session)
+        self.assertEqual((refused[0], refused[1][:5]), (550, b"5.6.7"))
+        self.assertEqual(codes, [250, 250, 354, 250])
+        [stored] = self.inbox(ALICE)
+        self.assertIn("Return-Path: <jörg@example.net>".encode(), stored)
+        self.assertIn(b"with UTF8SMTP id", stored)
+        self.assertTrue(stored.endswith(body.encode()))
 
     async def test_bdat(self):
         """
@@ -425,7 +452,7 @@ class SubmissionTests(SMTPTestCase):
 
 
 class TimeoutTests(SMTPTestCase):
-    config = "[limits]\ncommand_timeout = 0.3\n"
+    config = "[limits]\ncommand_timeout = 0.3\ndata_timeout = 0.6\nmax_auth_failures = 2\n"
 
     async def test_idleSessionClosed(self):
         def session():
@@ -436,4 +463,36 @@ class TimeoutTests(SMTPTestCase):
         self.assertEqual(reply[0], 421)
         self.assertTrue(reply[1].startswith(b"4.4.2"))
         self.assertTrue(closed)
+
+    async def test_dataTimeout(self):
+        """
+        Inside DATA the data timeout applies (RFC 5321 4.5.3.2.5), longer
+        than the command one here, and nothing half-received is stored.
+        """
+        def session():
+            wire = self.wire()
+            wire.command(b"EHLO client.example.net")
+            wire.command(b"MAIL FROM:<a@example.net>")
+            wire.command(b"RCPT TO:<alice@example.org>")
+            wire.command(b"DATA")
+            wire.send(b"Subject: slow\r\n")
+            started = time.monotonic()
+            reply = wire.reply()
+            return reply, time.monotonic() - started, wire.closed()
+
+        reply, waited, closed = await self.in_thread(session)
+        self.assertEqual(reply[0], 421)
+        self.assertGreater(waited, 0.45)
+        self.assertTrue(closed)
+        self.assertEqual(self.inbox(ALICE), [])
+
+    async def test_authFailuresLimit(self):
+        def session():
+            wire = self.wire("submissions", tls=True)
+            wire.command(b"EHLO client.example.net")
+            codes = [wire.command(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUub3JnAHdyb25n")[0]
+                     for _ in range(2)]
+            return codes, wire.closed()
+
+        self.assertEqual(await self.in_thread(session), ([535, 421], True))
 
