@@ -169,6 +169,7 @@ class AuthSettings:
     passwd_file: Path = _setting(Path("users"), path=True)
     default_domain: str = _setting("")
     allow_plaintext: bool = _setting(False)
+    restrict_senders: bool = _setting(True)
     hash_scheme: str = _setting("argon2", _one_of("argon2", "bcrypt"))
     throttle: ThrottleSettings = _section(ThrottleSettings)
 

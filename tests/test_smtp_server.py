@@ -451,6 +451,19 @@ class SubmissionTests(SMTPTestCase):
         self.assertEqual(remote[0], 451)
 
 
+class OpenSenderTests(SMTPTestCase):
+    config = "[auth]\nrestrict_senders = false\n"
+
+    async def test_anySender(self):
+        def send():
+            with smtplib.SMTP_SSL("127.0.0.1", self.ports["submissions"],
+                                  context=self.client_tls) as client:
+                client.login(ALICE, PASSWORD)
+                return client.sendmail("bob@example.org", [BOB], MESSAGE)
+
+        self.assertEqual(await self.in_thread(send), {})
+
+
 class TimeoutTests(SMTPTestCase):
     config = "[limits]\ncommand_timeout = 0.3\ndata_timeout = 0.6\nmax_auth_failures = 2\n"
 

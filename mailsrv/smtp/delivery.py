@@ -41,6 +41,7 @@ class RecipientPolicy:
     def __init__(self, settings: Settings, known_users: Callable[[], Deferred]):
         self._domains = settings.domains
         self._default_domain = settings.default_domain
+        self.restrict_senders = settings.auth.restrict_senders
         self._known_users = known_users
 
     def is_local(self, domain: str) -> bool:
@@ -198,7 +199,7 @@ class StoreDelivery:
 
     def validateFrom(self, helo, origin):
         session = self._session
-        if session.account is not None and session.factory.role.requires_auth:
+        if self._policy.restrict_senders and session.account is not None:
             sender = origin.addrstr.decode("utf-8").lower()
             if sender and sender not in self._policy.senders_for(session.account.address):
                 raise Reply(553, "5.7.1",
