@@ -372,6 +372,30 @@ class SafetyTests(SMTPTestCase):
 
         self.assertEqual(await self.in_thread(session), [500, 500, 500, 250])
 
+    async def test_splitAcrossPackets(self):
+        """
+        The end marker, dot-stuffing and an over-long line are recognised
+        however the bytes are cut into packets.
+        """
+        def send(pieces):
+            wire = self.wire()
+            wire.command(b"EHLO client.example.net")
+            wire.command(b"MAIL FROM:<a@example.net>")
+            wire.command(b"RCPT TO:<alice@example.org>")
+            wire.command(b"DATA")
+            for piece in pieces:
+                wire.send(piece)
+                time.sleep(0.05)
+            return wire.reply()
+
+        stuffed = [b"Subject: x\r\n\r\nfirst\r\n.", b".dot line\r\n.", b"\r\n"]
+        self.assertEqual((await self.in_thread(send, stuffed))[0], 250)
+        [stored] = self.inbox(ALICE)
+        self.assertTrue(stored.endswith(b"\r\n\r\nfirst\r\n.dot line\r\n"), stored)
+        long_line = [b"Subject: x\r\n\r\n", b"y" * 700, b"y" * 700, b"y\r\nok\r\n.\r\n"]
+        self.assertEqual((await self.in_thread(send, long_line))[0], 554)
+        self.assertEqual(len(self.inbox(ALICE)), 1)
+
     async def test_longLineInData(self):
         def session():
             wire = self.wire()

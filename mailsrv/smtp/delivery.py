@@ -270,6 +270,13 @@ class StoreMessage:
     def lineReceived(self, line: bytes):
         self._spool.write(line + b"\r\n")
 
+    def write_data(self, block: bytes):
+        """
+        Whole CRLF-terminated lines at once: what the server uses instead of
+        one L{lineReceived} per line when a message has it.
+        """
+        self._spool.write(block)
+
     def eomReceived(self):
         d = self._delivery.deliver(self._spool, self._delivery.sender)
 
@@ -297,6 +304,9 @@ class _SharedMessage:
         self._message = message
 
     def lineReceived(self, line):
+        pass
+
+    def write_data(self, block):
         pass
 
     def eomReceived(self):

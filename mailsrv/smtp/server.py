@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 
 from twisted.cred.error import UnauthorizedLogin
@@ -238,23 +239,24 @@ class SMTPServer(Protocol, TimeoutMixin):
                 if not self._take_chunk():
                     break
                 continue
+            if self._mode == "data":
+                if not self._take_data():
+                    break
+                continue
             line = self._take_line()
             if line is None:
                 break
-            if self._mode == "data":
-                self._data_line(line)
-            else:
-                self._command(line)
+            self._command(line)
         if not self._busy:
             self._flush()
 
     def _take_line(self) -> bytes | None:
         """
-        The next CRLF-terminated line (without CRLF), or None until one is
-        complete.  An over-long line is cut at the limit and the rest of it
-        discarded; C{_line_too_long} tells which.
+        The next CRLF-terminated command line (without CRLF), or None until
+        one is complete.  An over-long line is cut at the limit and the rest
+        of it discarded; C{_line_too_long} tells which.
         """
-        limit = self.limits.max_line_length if self._mode == "data" else MAX_COMMAND_LINE
+        limit = MAX_COMMAND_LINE
         end = self._buffer.find(b"\r\n")
         if end == -1:
             if len(self._buffer) > limit:
@@ -573,44 +575,91 @@ class SMTPServer(Protocol, TimeoutMixin):
             transaction.messages = self.factory.delivery.start_message(self, transaction)
         return transaction
 
-    def _data_line(self, line: bytes):
+    def _take_data(self) -> bool:
         """
-        One line of DATA (RFC 5321 4.1.1.4): "." alone ends it, a leading
-        dot is removed (4.5.2).  A bare CR or LF anywhere refuses the message
-        once it has been read: SMTP smuggling (CVE-2023-51766 class).
+        Take the DATA lines now in the buffer, as one block (RFC 5321
+        4.1.1.4): a line "." alone ends the message and a leading dot is
+        removed (4.5.2).  Only CRLF ends a line, so a bare LF or CR stays
+        inside one and refuses the message (SMTP smuggling, CVE-2023-51766).
+
+        @return: whether anything was taken.
+        """
+        buffer = self._buffer
+        if self._discarding_line:
+            # The rest of an over-long line, up to its CRLF.
+            end = buffer.find(b"\r\n")
+            if end == -1:
+                self._buffer = b"\r" if buffer.endswith(b"\r") else b""
+                return False
+            self._buffer = buffer[end + 2:]
+            self._discarding_line = False
+            return True
+        if buffer.startswith(b".\r\n"):
+            self._buffer = buffer[3:]
+            return self._end_data()
+        end = buffer.find(b"\r\n.\r\n")
+        finished = end != -1
+        if not finished:
+            end = buffer.rfind(b"\r\n")
+            if end == -1:
+                if len(buffer) >= self.limits.max_line_length:
+                    self._refuse(self._line_too_long_reply())
+                    self._buffer = b"\r" if buffer.endswith(b"\r") else b""
+                    self._discarding_line = True
+                return False
+        block, self._buffer = buffer[:end + 2], buffer[end + (5 if finished else 2):]
+        if block.startswith(b"."):
+            block = block[1:]
+        self._receive(block.replace(b"\r\n.", b"\r\n"))
+        return self._end_data() if finished else True
+
+    def _end_data(self) -> bool:
+        self._mode = "command"
+        self.setTimeout(self.limits.command_timeout)
+        self._run(self._end_of_message)
+        return True
+
+    def _line_too_long_reply(self) -> Reply:
+        return Reply(554, "5.6.0", f"Line longer than {self.limits.max_line_length} octets "
+                     "(RFC 5321 4.5.3.1.6)")
+
+    def _refuse(self, reply: Reply) -> None:
+        """
+        Refuse the message being received (answered once it ends).
         """
         transaction = self._transaction
-        if line == b"." and not self._line_too_long:
-            self._mode = "command"
-            self.setTimeout(self.limits.command_timeout)
-            return self._run(self._end_of_message)
-        if line.startswith(b"."):
-            line = line[1:]
-        self._receive(transaction, line, too_long=self._line_too_long)
-
-    def _receive(self, transaction: Transaction, line: bytes, too_long: bool = False):
-        if transaction.problem is not None:
-            return
-        if too_long:
-            transaction.problem = Reply(554, "5.6.0", "Line longer than "
-                                        f"{self.limits.max_line_length} octets "
-                                        "(RFC 5321 4.5.3.1.6)")
-        elif b"\r" in line or b"\n" in line:
-            transaction.problem = Reply(554, "5.6.0",
-                                        "Bare CR or LF in message not allowed (RFC 5321 2.3.8)")
-        elif b"\0" in line:
-            transaction.problem = Reply(554, "5.6.0", "NUL in message not allowed")
-        else:
-            transaction.size += len(line) + 2
-            if transaction.size > self.limits.max_message_size:
-                transaction.problem = Reply(552, "5.3.4",
-                                            "Message size exceeds fixed maximum message size")
-        if transaction.problem is not None:
+        if transaction is not None and transaction.problem is None:
+            transaction.problem = reply
             for message in transaction.messages:
                 message.connectionLost()
+
+    def _receive(self, block: bytes):
+        """
+        Pass whole lines (CRLF-terminated, unstuffed) to the messages, or
+        refuse the message for what they contain.
+        """
+        transaction = self._transaction
+        if transaction is None or transaction.problem is not None:
             return
+        crlf = block.count(b"\r\n")
+        if block.count(b"\r") != crlf or block.count(b"\n") != crlf:
+            return self._refuse(Reply(554, "5.6.0", "Bare CR or LF in message not allowed "
+                                      "(RFC 5321 2.3.8)"))
+        if b"\0" in block:
+            return self._refuse(Reply(554, "5.6.0", "NUL in message not allowed"))
+        if self.factory.long_line.search(block):
+            return self._refuse(self._line_too_long_reply())
+        transaction.size += len(block)
+        if transaction.size > self.limits.max_message_size:
+            return self._refuse(Reply(552, "5.3.4",
+                                      "Message size exceeds fixed maximum message size"))
         for message in transaction.messages:
-            message.lineReceived(line)
+            write = getattr(message, "write_data", None)
+            if write is not None:
+                write(block)
+            else:
+                for line in block.split(b"\r\n")[:-1]:
+                    message.lineReceived(line)
 
     def _end_of_message(self):
         transaction, self._transaction = self._transaction, None
@@ -644,26 +693,31 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._mode = "bdat-skip"
 
     def _take_chunk(self) -> bool:
+        """
+        Take BDAT octets from the buffer: whole lines go to the messages as
+        they come; the end of the LAST chunk ends the message.
+        """
         take = self._buffer[:self._bdat_remaining]
         self._buffer = self._buffer[len(take):]
         self._bdat_remaining -= len(take)
-        transaction = self._transaction
-        if self._mode == "bdat" and transaction is not None:
+        if self._mode == "bdat":
             data = self._bdat_pending + take
-            lines = data.split(b"\r\n")
-            self._bdat_pending = lines.pop()
-            for line in lines:
-                self._receive(transaction, line)
+            end = data.rfind(b"\r\n") + 2
+            self._bdat_pending = data[end:]
+            if end:
+                self._receive(data[:end])
         if self._bdat_remaining:
             return False
-        self._mode = "command"
-        if transaction is None:
+        if self._mode == "bdat-skip":
+            self._mode = "command"
             return True
+        self._mode = "command"
         if not self._bdat_last:
             self._send(250, "2.0.0", f"Ok, {self._bdat_size} octets")
             return True
         if self._bdat_pending:
-            self._receive(transaction, self._bdat_pending)
+            # A last line without CRLF: stored as a line, like the rest.
+            self._receive(self._bdat_pending + b"\r\n")
             self._bdat_pending = b""
         self._run(self._end_of_message)
         return True
@@ -691,6 +745,8 @@ class SMTPFactory(Factory):
         self.portal = portal
         self.delivery = delivery
         self._limiter = limiter
+        #: A line of max_line_length octets or more, CRLF included.
+        self.long_line = re.compile(rb"[^\r\n]{%d}" % (self.limits.max_line_length - 1))
 
     def connection_allowed(self, session: SMTPServer) -> bool:
         return self._limiter.acquire(session.peer)
