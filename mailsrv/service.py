@@ -223,7 +223,9 @@ def make_service(settings: Settings, *, reactor=None,
 
     hashing = ThreadPoolService("mailsrv-hashing", max_threads=max(2, os.cpu_count() or 1))
     disk = ThreadPoolService("mailsrv-store", max_threads=settings.store.threads)
-    store = make_store(settings, partial(deferToThreadPool, reactor, disk.pool), reactor)
+    commits = ThreadPoolService("mailsrv-store-commit", max_threads=4)
+    store = make_store(settings, partial(deferToThreadPool, reactor, disk.pool), reactor,
+                       partial(deferToThreadPool, reactor, commits.pool))
     checker = PasswdFileChecker(
         Path(settings.auth.passwd_file),
         default_domain=settings.default_domain,
@@ -235,6 +237,7 @@ def make_service(settings: Settings, *, reactor=None,
     service = MailService(settings, tls, portal, checker, store)
     hashing.setServiceParent(service)
     disk.setServiceParent(service)
+    commits.setServiceParent(service)
     if settings.tls.check_interval > 0:
         TimerService(settings.tls.check_interval, tls.reload_if_changed).setServiceParent(service)
 

@@ -233,6 +233,27 @@ class MXTests(SMTPTestCase):
         self.assertIn(b"with UTF8SMTP id", stored)
         self.assertTrue(stored.endswith(body.encode()))
 
+    async def test_utf8Recipient(self):
+        """
+        A user whose address is UTF-8 (RFC 6531) receives mail sent with
+        SMTPUTF8.
+        """
+        set_password(Path(self.settings.auth.passwd_file), "jörg@example.org",
+                     cheap_hash(PASSWORD), create=True)
+
+        def session():
+            wire = self.wire()
+            wire.command(b"EHLO client.example.net")
+            codes = [wire.command(b"MAIL FROM:<a@example.net> SMTPUTF8")[0],
+                     wire.command("RCPT TO:<Jörg@example.org>".encode())[0],
+                     wire.command(b"DATA")[0]]
+            wire.send(b"Subject: hi\r\n\r\nHallo.\r\n.\r\n")
+            return [*codes, wire.reply()[0]]
+
+        self.assertEqual(await self.in_thread(session), [250, 250, 354, 250])
+        [stored] = self.inbox("jörg@example.org")
+        self.assertTrue(stored.endswith(b"Hallo.\r\n"))
+
     async def test_bdat(self):
         """
         RFC 3030 CHUNKING: chunks taken as given, pipelined, LAST ends it.
@@ -363,6 +384,21 @@ class SafetyTests(SMTPTestCase):
             self.assertTrue(refused[1].startswith(b"5.6.0 Bare CR or LF"), refused)
             self.assertEqual(noop[0], 250)
         self.assertEqual(self.inbox(ALICE) + self.inbox(BOB), [])
+
+    async def test_nulInData(self):
+        def session():
+            wire = self.wire()
+            wire.command(b"EHLO client.example.net")
+            wire.command(b"MAIL FROM:<a@example.net>")
+            wire.command(b"RCPT TO:<alice@example.org>")
+            wire.command(b"DATA")
+            wire.send(b"Subject: x\r\n\r\nnul \0 here\r\n.\r\n")
+            return wire.reply(), wire.command(b"NOOP")
+
+        refused, noop = await self.in_thread(session)
+        self.assertEqual(refused, (554, b"5.6.0 NUL in message not allowed"))
+        self.assertEqual(noop[0], 250)
+        self.assertEqual(self.inbox(ALICE), [])
 
     async def test_badCommandLines(self):
         def session():

@@ -6,6 +6,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailsrv.config import ThrottleSettings
+from mailsrv.connections import ConnectionLimiter
 from mailsrv.cred import throttle as throttle_module
 from mailsrv.cred.throttle import LoginThrottle, peer_key
 
@@ -73,6 +74,17 @@ class ThrottleTests(SynchronousTestCase):
             self.clock.advance(1)
         self.assertLessEqual(len(self.throttle._records), 10)
         self.assertEqual(self.throttle.blocked_for(["peer:10.0.0.24"]), 0)
+
+
+class ConnectionLimiterTests(SynchronousTestCase):
+    def test_totalAndPerAddress(self):
+        limiter = ConnectionLimiter(max_total=3, max_per_address=2)
+        self.assertEqual([limiter.acquire("192.0.2.1") for _ in range(3)], [True, True, False])
+        self.assertTrue(limiter.acquire("2001:db8::1"))
+        self.assertFalse(limiter.acquire("198.51.100.1"))
+        limiter.release("192.0.2.1")
+        self.assertTrue(limiter.acquire("198.51.100.1"))
+        self.assertFalse(limiter.acquire("2001:db8::2"), "same /64, and the server is full")
 
 
 class PeerKeyTests(SynchronousTestCase):

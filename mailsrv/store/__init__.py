@@ -15,7 +15,7 @@ from mailsrv.config import ConfigError, Settings
 from mailsrv.store.interfaces import IMailStore
 
 
-def make_store(settings: Settings, run, reactor=None) -> IMailStore:
+def make_store(settings: Settings, run, reactor=None, run_commit=None) -> IMailStore:
     """
     Build the configured store.
 
@@ -26,7 +26,7 @@ def make_store(settings: Settings, run, reactor=None) -> IMailStore:
         from mailsrv.store.maildir import MaildirStore
 
         return MaildirStore(settings.store.path, run, quotas=settings.store.quota_for,
-                            reactor=reactor)
+                            reactor=reactor, run_commit=run_commit)
     try:
         factory = namedAny(backend.replace(":", "."))
         store = factory(settings, run)

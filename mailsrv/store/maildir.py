@@ -809,8 +809,8 @@ class MaildirUserStore:
                 # Placing new files needs no look at the others: the UID list
                 # is re-read under its lock, and outside changes are picked
                 # up by the next command.
-                result, events = await self._run(self._synced_work, name, self._place,
-                                                 (batch,), False)
+                result, events = await self._store.run_commit(
+                    _disk_errors, self._synced_work, name, self._place, (batch,), False)
             except Exception:
                 failure = Failure()
                 await self._run(_discard, [p.temporary for p in batch])
@@ -1158,13 +1158,18 @@ class MaildirStore:
     @param quotas: address -> bytes allowed, or L{None} for no limit.
     @param reactor: needed to watch folders for changes made by other
         programs; without it they are seen at the next operation.
+    @param run_commit: like C{run}, for putting written messages in place; a
+        pool of its own keeps commits from queueing behind the writes of
+        other messages (each commit waits on fsyncs, and its batch's senders
+        wait on it).
     """
 
     def __init__(self, root: Path, run: Callable[..., Deferred],
                  quotas: Callable[[str], int | None] = lambda address: None,
-                 reactor=None):
+                 reactor=None, run_commit: Callable[..., Deferred] | None = None):
         self.root = root
         self.run = run
+        self.run_commit = run_commit or run
         self.quota_for = quotas
         self.reactor = reactor
         self._users: dict[str, MaildirUserStore] = {}
