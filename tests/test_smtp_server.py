@@ -511,6 +511,29 @@ class SubmissionTests(SMTPTestCase):
         self.assertEqual(remote[0], 451)
 
 
+class QuotaTests(SMTPTestCase):
+    config = '[store]\nuser_quotas = { "alice@example.org" = 100 }\n'
+
+    async def test_overQuota(self):
+        """
+        A message that would take a mailbox over its quota is refused with
+        552 5.2.2 (RFC 3463), permanently, since nothing else failed.
+        """
+        def send(recipients):
+            with smtplib.SMTP("127.0.0.1", self.ports["smtp"]) as client:
+                try:
+                    client.sendmail("x@example.net", recipients, MESSAGE)
+                except smtplib.SMTPDataError as e:
+                    return e.smtp_code, e.smtp_error
+                return 250, b""
+
+        code, text = await self.in_thread(send, [ALICE])
+        self.assertEqual(code, 552)
+        self.assertTrue(text.startswith(b"5.2.2 "), text)
+        self.assertEqual(self.inbox(ALICE), [])
+        self.assertEqual((await self.in_thread(send, [BOB]))[0], 250)
+
+
 class OpenSenderTests(SMTPTestCase):
     config = "[auth]\nrestrict_senders = false\n"
 

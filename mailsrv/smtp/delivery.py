@@ -14,7 +14,7 @@ import email.utils
 import uuid
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
 from twisted.mail.interfaces import IMessageDelivery, IMessageSMTP
 from twisted.mail.smtp import Address, User
 from zope.interface import implementer
@@ -239,20 +239,29 @@ class StoreDelivery:
     async def _deliver(self, spool: MessageSpool, sender: str):
         """
         Store one copy per mailbox, each prefixed with its Return-Path
-        (RFC 5321 4.4).  Any failure fails the whole message: the client
-        retries it (a recipient that succeeded may then get it twice, never
-        none).
+        (RFC 5321 4.4).  Any failure fails the whole message, temporarily
+        unless every failure is permanent (such as over quota): the client
+        retries or bounces it, so a recipient that succeeded may get it
+        twice, and none loses it.
         """
         header = f"Return-Path: <{sender}>\r\n".encode()
-        results = await gatherResults(
+        outcomes = await DeferredList(
             [maybeDeferred(self._store.deliver, mailbox, spool.open_with_prefix(header))
-             for mailbox in self._mailboxes], consumeErrors=True).addErrback(_first_error)
+             for mailbox in self._mailboxes], consumeErrors=True)
+        failures = [result for ok, result in outcomes if not ok]
+        permanent = [f for f in failures if f.check(StoreError)]
+        if permanent and len(permanent) == len(failures):
+            permanent[0].raiseException()
+        if failures:
+            for failure in failures:
+                if not failure.check(StoreError):
+                    log.failure("Delivery of {id} failed", failure, id=self.queue_id)
+            raise Reply(451, "4.3.0", "Could not store the message now, try again later")
         log.info("Delivered {id} from <{sender}> to {recipients} ({size} octets, peer "
                  "{peer}, tls {tls}, user {user})", id=self.queue_id, sender=sender,
                  recipients=",".join(self._mailboxes), size=spool.size,
                  peer=self._session.peer, tls=self._session.tls_version or "none",
                  user=self._session.account.address if self._session.account else "-")
-        del results
         return self.queue_id
 
 
