@@ -255,6 +255,23 @@ class MessageTests(StoreTestMixin, SynchronousTestCase):
         self.assertEqual(self.result(self.user.snapshot("INBOX")).messages, ())
 
 
+class OpenFileTests(StoreTestMixin, SynchronousTestCase):
+    def test_noFileHeldPerFolder(self):
+        """
+        Delivering to many users leaves no file open per folder touched, so
+        a server with thousands of users does not run out of descriptors.
+        """
+        def open_files():
+            return len(os.listdir("/proc/self/fd"))
+
+        self.result(self.store.deliver("first@example.org", message(0)))
+        before = open_files()
+        for n in range(50):
+            self.result(self.store.deliver(f"user{n}@example.org", message(n)))
+            self.result(self.store.user(f"user{n}@example.org").snapshot("INBOX"))
+        self.assertLessEqual(open_files(), before + 2)
+
+
 class TemporaryFileTests(StoreTestMixin, SynchronousTestCase):
     def test_staleTemporariesRemoved(self):
         """

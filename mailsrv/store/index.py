@@ -46,23 +46,44 @@ class FolderIndex:
     """
     The index of one folder.  Not thread-safe: the folder's lock serializes
     every use, from whichever pool thread holds it.
+
+    The database is opened when used and closed by L{release} at the end of
+    each folder operation, so a server with many users does not hold a
+    file open for every folder it ever touched.
     """
 
     def __init__(self, folder: Path):
         self.path = folder / INDEX
-        self._db = self._open()
+        self._connection: sqlite3.Connection | None = None
+        self._prepared = False
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self._connection = self._open()
+        return self._connection
+
+    def release(self) -> None:
+        """
+        Close the database until the next use.
+        """
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def _open(self) -> sqlite3.Connection:
         for attempt in (1, 2):
             try:
                 db = sqlite3.connect(self.path, check_same_thread=False,
                                      isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-                columns = {row[1] for row in db.execute("PRAGMA table_info(message)")}
-                if "outline" not in columns:  # an index from before outlines
-                    db.execute("ALTER TABLE message ADD COLUMN outline TEXT")
+                if not self._prepared:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(_SCHEMA)
+                    columns = {row[1] for row in db.execute("PRAGMA table_info(message)")}
+                    if "outline" not in columns:  # an index from before outlines
+                        db.execute("ALTER TABLE message ADD COLUMN outline TEXT")
+                    self._prepared = True
                 return db
             except sqlite3.DatabaseError:
                 if attempt == 2:
@@ -124,4 +145,4 @@ class FolderIndex:
                                  [(text, base) for base, text in outlines.items()])
 
     def close(self) -> None:
-        self._db.close()
+        self.release()

@@ -609,12 +609,15 @@ class MaildirUserStore:
 
     def _synced_work(self, name, work, args, full_sync=True):
         folder = self._folder(name)
-        if full_sync or not folder.synced:
-            added, expunged, changed = folder.sync()
-            events = self._events(folder, added, expunged, changed)
-        else:
-            events = []
-        result = work(folder, *args) if work else None
+        try:
+            if full_sync or not folder.synced:
+                added, expunged, changed = folder.sync()
+                events = self._events(folder, added, expunged, changed)
+            else:
+                events = []
+            result = work(folder, *args) if work else None
+        finally:
+            folder.index.release()
         return result, events
 
     def _events(self, folder: _Folder, added, expunged, changed) -> list:
