@@ -14,7 +14,9 @@ clock, so they never go backwards).
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,18 +44,48 @@ class IndexEntry:
     modseq: int
 
 
+class OpenIndexes:
+    """
+    Keeps at most C{limit} folder indexes open, closing the least recently
+    used idle one when another opens, so a server with many users does not
+    hold a file open for every folder it ever touched (and closing, which
+    checkpoints the WAL with an fsync, is not paid on every operation).
+    """
+
+    def __init__(self, limit: int = 256):
+        self._limit = limit
+        self._open: OrderedDict[FolderIndex, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def used(self, index: FolderIndex) -> None:
+        with self._lock:
+            self._open[index] = None
+            self._open.move_to_end(index)
+            candidates = list(self._open)[:max(0, len(self._open) - self._limit)]
+        for other in candidates:
+            if other is not index and other.in_use.acquire(blocking=False):
+                try:
+                    other.release()
+                finally:
+                    other.in_use.release()
+
+    def closed(self, index: FolderIndex) -> None:
+        with self._lock:
+            self._open.pop(index, None)
+
+
 class FolderIndex:
     """
     The index of one folder.  Not thread-safe: the folder's lock serializes
-    every use, from whichever pool thread holds it.
-
-    The database is opened when used and closed by L{release} at the end of
-    each folder operation, so a server with many users does not hold a
-    file open for every folder it ever touched.
+    every use, from whichever pool thread holds it, and that thread holds
+    C{in_use} meanwhile, so that L{OpenIndexes} closes only idle indexes.
+    The database opens again on the next use.
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, registry: OpenIndexes | None = None):
         self.path = folder / INDEX
+        self.in_use = threading.Lock()
+        self._registry = registry or OpenIndexes()
         self._connection: sqlite3.Connection | None = None
         self._prepared = False
 
@@ -61,6 +93,7 @@ class FolderIndex:
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
             self._connection = self._open()
+            self._registry.used(self)
         return self._connection
 
     def release(self) -> None:
@@ -70,6 +103,7 @@ class FolderIndex:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+            self._registry.closed(self)
 
     def _open(self) -> sqlite3.Connection:
         for attempt in (1, 2):

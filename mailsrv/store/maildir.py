@@ -40,7 +40,7 @@ from mailsrv.files import fsync_directory, write_atomically
 from mailsrv.logs import get_logger
 from mailsrv.store import dovecot_files, summary
 from mailsrv.store.dovecot_files import KEYWORD_LETTERS, UidList, UidRecord
-from mailsrv.store.index import FolderIndex, IndexEntry
+from mailsrv.store.index import FolderIndex, IndexEntry, OpenIndexes
 from mailsrv.store.interfaces import (
     INBOX,
     AppendResult,
@@ -187,16 +187,18 @@ class _Folder:
     holds the folder's lock.
     """
 
-    def __init__(self, name: str, directory: Path, user_root: Path):
+    def __init__(self, name: str, directory: Path, user_root: Path,
+                 open_indexes: OpenIndexes):
         self.name = name
         self.directory = directory
         self._directory_text = str(directory)
         self.user_root = user_root
-        self.index = FolderIndex(directory)
+        self.index = FolderIndex(directory, open_indexes)
         self.uidlist: UidList | None = None
         self.messages: dict[int, _Message] = {}
         self.keywords: list[str | None] = dovecot_files.read_keywords(directory)
-        self.cached, self.highest_modseq = self.index.load()
+        self.cached: dict[str, IndexEntry] | None = None
+        self.highest_modseq = 0
         self.synced = False
         self._quiet_stamps = None
 
@@ -237,6 +239,8 @@ class _Folder:
 
         @return: (added UIDs, expunged UIDs, UIDs whose flags changed).
         """
+        if self.cached is None:
+            self.cached, self.highest_modseq = self.index.load()
         stamps = self._directory_stamps()
         previous_validity = self.uidvalidity
         uidlist_changed = self._refresh_uidlist()
@@ -568,7 +572,7 @@ class MaildirUserStore:
             directory = folder_directory(self.root, name)
             if not (directory / "cur").is_dir():
                 raise NoSuchFolder(f"no folder named {name}")
-            folder = _Folder(name, directory, self.root)
+            folder = _Folder(name, directory, self.root, self._store.open_indexes)
             self._folders[name] = folder
         return folder
 
@@ -609,15 +613,13 @@ class MaildirUserStore:
 
     def _synced_work(self, name, work, args, full_sync=True):
         folder = self._folder(name)
-        try:
+        with folder.index.in_use:
             if full_sync or not folder.synced:
                 added, expunged, changed = folder.sync()
                 events = self._events(folder, added, expunged, changed)
             else:
                 events = []
             result = work(folder, *args) if work else None
-        finally:
-            folder.index.release()
         return result, events
 
     def _events(self, folder: _Folder, added, expunged, changed) -> list:
@@ -1173,6 +1175,7 @@ class MaildirStore:
         self.root = root
         self.run = run
         self.run_commit = run_commit or run
+        self.open_indexes = OpenIndexes()
         self.quota_for = quotas
         self.reactor = reactor
         self._users: dict[str, MaildirUserStore] = {}
