@@ -124,6 +124,19 @@ class SMTPTestCase(TestCase):
         self.addCleanup(wire.close)
         return wire
 
+    def data_outcome(self, data: bytes) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+        """
+        Send C{data} after DATA in a transaction to alice (blocking: run it
+        in a thread); return the reply to it and to a NOOP after it.
+        """
+        wire = self.wire()
+        wire.command(b"EHLO client.example.net")
+        wire.command(b"MAIL FROM:<a@example.net>")
+        wire.command(b"RCPT TO:<alice@example.org>")
+        wire.command(b"DATA")
+        wire.send(data)
+        return wire.reply(), wire.command(b"NOOP")
+
 
 class MXTests(SMTPTestCase):
     async def test_deliverToLocalUser(self):
@@ -294,17 +307,9 @@ class LimitTests(SMTPTestCase):
         A body over the limit is read to its end and refused with 552 5.3.4;
         the session goes on (RFC 1870 6.3).
         """
-        def session():
-            wire = self.wire()
-            wire.command(b"EHLO client.example.net")
-            wire.command(b"MAIL FROM:<a@example.net>")
-            wire.command(b"RCPT TO:<alice@example.org>")
-            wire.command(b"DATA")
-            wire.send(b"Subject: big\r\n\r\n" + b"x" * 900 + b"\r\n" * 1 + b"y" * 900
-                      + b"\r\n" + b"z" * 900 + b"\r\n.\r\n")
-            return wire.reply(), wire.command(b"NOOP")
-
-        result, noop = await self.in_thread(session)
+        result, noop = await self.in_thread(
+            self.data_outcome, b"Subject: big\r\n\r\n" + b"x" * 900 + b"\r\n" + b"y" * 900
+            + b"\r\n" + b"z" * 900 + b"\r\n.\r\n")
         self.assertEqual(result, (552, b"5.3.4 Message size exceeds fixed maximum message size"))
         self.assertEqual(noop[0], 250)
         self.assertEqual(self.inbox(ALICE), [])
@@ -369,33 +374,18 @@ class SafetyTests(SMTPTestCase):
         the fake end is never run as commands.
         """
         for trick in (b"\n.\n", b"\r\n.\r", b"\n.\r\n"):
-            def session(trick=trick):
-                wire = self.wire()
-                wire.command(b"EHLO client.example.net")
-                wire.command(b"MAIL FROM:<a@example.net>")
-                wire.command(b"RCPT TO:<alice@example.org>")
-                wire.command(b"DATA")
-                wire.send(b"Subject: x\r\n\r\nbody" + trick + b"MAIL FROM:<evil@example.net>\r\n"
-                          b"RCPT TO:<bob@example.org>\r\nDATA\r\n\r\nsmuggled\r\n.\r\n")
-                return wire.reply(), wire.command(b"NOOP")
-
-            refused, noop = await self.in_thread(session)
+            refused, noop = await self.in_thread(
+                self.data_outcome, b"Subject: x\r\n\r\nbody" + trick
+                + b"MAIL FROM:<evil@example.net>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n\r\n"
+                b"smuggled\r\n.\r\n")
             self.assertEqual(refused[0], 554, trick)
             self.assertTrue(refused[1].startswith(b"5.6.0 Bare CR or LF"), refused)
             self.assertEqual(noop[0], 250)
         self.assertEqual(self.inbox(ALICE) + self.inbox(BOB), [])
 
     async def test_nulInData(self):
-        def session():
-            wire = self.wire()
-            wire.command(b"EHLO client.example.net")
-            wire.command(b"MAIL FROM:<a@example.net>")
-            wire.command(b"RCPT TO:<alice@example.org>")
-            wire.command(b"DATA")
-            wire.send(b"Subject: x\r\n\r\nnul \0 here\r\n.\r\n")
-            return wire.reply(), wire.command(b"NOOP")
-
-        refused, noop = await self.in_thread(session)
+        refused, noop = await self.in_thread(
+            self.data_outcome, b"Subject: x\r\n\r\nnul \0 here\r\n.\r\n")
         self.assertEqual(refused, (554, b"5.6.0 NUL in message not allowed"))
         self.assertEqual(noop[0], 250)
         self.assertEqual(self.inbox(ALICE), [])
@@ -433,16 +423,8 @@ class SafetyTests(SMTPTestCase):
         self.assertEqual(len(self.inbox(ALICE)), 1)
 
     async def test_longLineInData(self):
-        def session():
-            wire = self.wire()
-            wire.command(b"EHLO client.example.net")
-            wire.command(b"MAIL FROM:<a@example.net>")
-            wire.command(b"RCPT TO:<alice@example.org>")
-            wire.command(b"DATA")
-            wire.send(b"Subject: x\r\n\r\n" + b"x" * 5000 + b"\r\nRSET\r\n.\r\n")
-            return wire.reply(), wire.command(b"NOOP")
-
-        refused, noop = await self.in_thread(session)
+        refused, noop = await self.in_thread(
+            self.data_outcome, b"Subject: x\r\n\r\n" + b"x" * 5000 + b"\r\nRSET\r\n.\r\n")
         self.assertEqual(refused[0], 554)
         self.assertEqual(noop[0], 250)
 
