@@ -16,6 +16,7 @@ from pathlib import Path
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from mailsrv.config import load_settings
@@ -157,6 +158,29 @@ class MXTests(SMTPTestCase):
         self.assertIn(b"by localhost (mailsrv) with ESMTP id ", stored)
         self.assertIn(b"for <alice@example.org>;", stored)
         self.assertTrue(stored.endswith(MESSAGE), stored)
+
+    async def test_oneLogLinePerMessage(self):
+        """
+        Each accepted message is logged once, with its id, sender,
+        recipients, size, peer, TLS and user.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def send():
+            with smtplib.SMTP("127.0.0.1", self.ports["smtp"]) as client:
+                return client.sendmail("bob@example.net", [ALICE, BOB], MESSAGE)
+
+        await self.in_thread(send)
+        [event] = [e for e in events if e.get("log_format", "").startswith("Delivered")]
+        self.assertEqual((event["sender"], event["recipients"], event["peer"], event["tls"],
+                          event["user"]),
+                         ("bob@example.net", f"{ALICE},{BOB}", "127.0.0.1", "none", "-"))
+        [stored] = self.inbox(ALICE)
+        # The size received: the stored copy less the Return-Path added at delivery.
+        self.assertEqual(event["size"], len(stored) - len(b"Return-Path: <bob@example.net>\r\n"))
+        self.assertIn(event["id"], stored.decode())
 
     async def test_extensionsAdvertised(self):
         def ehlo():
@@ -462,6 +486,7 @@ class SubmissionTests(SMTPTestCase):
         stored = self.inbox(BOB)
         self.assertEqual(len(stored), 2)
         self.assertIn(b"with ESMTPSA id", stored[0])
+        self.assertRegex(stored[0], rb"\(TLSv1\.[23] cipher [A-Z0-9_-]+\)")
 
     async def test_implicitTLS(self):
         def send():
