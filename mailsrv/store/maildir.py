@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,8 @@ COMPACT_MIN_RECORDS = 64
 TMP_MAX_AGE = 36 * 3600
 
 _CHUNK = 64 * 1024
+#: Threads that fsync directories while a commit writes the UID list.
+_DIRECTORY_SYNCS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mailsrv-dirsync")
 _WATCH_MASK = (inotify.IN_CREATE | inotify.IN_MOVED_TO | inotify.IN_MOVED_FROM
                | inotify.IN_DELETE)
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
@@ -836,9 +839,16 @@ class MaildirUserStore:
             filename = f"{pending.base}:2,{letters}" if letters else pending.base
             os.rename(pending.temporary, folder.directory / subdir / filename)
             placed[pending.base] = (subdir, letters)
-        for subdir in {s for s, _ in placed.values()}:
-            fsync_directory(folder.directory / subdir)
-        listed = folder._assign_uids(list(placed))
+        # The directories' fsync and the UID list's append and fsync are
+        # independent, and wait on the same journal commit: run them at once.
+        # Both are done before anyone hears of the messages.
+        syncing = [_DIRECTORY_SYNCS.submit(fsync_directory, folder.directory / subdir)
+                   for subdir in {s for s, _ in placed.values()}]
+        try:
+            listed = folder._assign_uids(list(placed))
+        finally:
+            for future in syncing:
+                future.result()
         uids = []
         updates = []
         for pending in batch:
