@@ -418,9 +418,11 @@ class SafetyTests(SMTPTestCase):
         def session():
             wire = self.wire()
             return [wire.command(b"NOOP\0x")[0], wire.command(b"X" * 20000)[0],
-                    wire.command(b"\xff\xfe")[0], wire.command(b"NOOP")[0]]
+                    wire.command(b"\xff\xfe")[0],
+                    wire.command(b"EHLO x\nX-Injected: header")[0],
+                    wire.command(b"HELO x\ry")[0], wire.command(b"NOOP")[0]]
 
-        self.assertEqual(await self.in_thread(session), [500, 500, 500, 250])
+        self.assertEqual(await self.in_thread(session), [500, 500, 500, 500, 500, 250])
 
     async def test_splitAcrossPackets(self):
         """

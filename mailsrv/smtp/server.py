@@ -276,12 +276,14 @@ class SMTPServer(Protocol, TimeoutMixin):
             return self._error(500, "5.5.2", "Line too long")
         if self._auth_step is not None:
             return self._run(self._auth_step, line)
-        if b"\0" in line:
-            return self._error(500, "5.5.2", "NUL in command")
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
             return self._error(500, "5.5.2", "Command is not UTF-8")
+        if not text.isprintable():
+            # NUL, bare CR or LF, other controls: never part of a command,
+            # and a bare LF in EHLO would split the Received header we write.
+            return self._error(500, "5.5.2", "Control character in command")
         verb, _, argument = text.partition(" ")
         handler = getattr(self, "smtp_" + verb.upper(), None)
         if handler is None or not verb.isalpha():
