@@ -565,17 +565,23 @@ class MaildirUserStore:
     def _lock(self, name: str) -> DeferredLock:
         return self._locks.setdefault(name, DeferredLock())
 
+    def _require_folder(self, name: str) -> None:
+        """
+        Raise L{NoSuchFolder} unless the folder exists (a stat, not a sync).
+        """
+        self._ensure_user()
+        if not (folder_directory(self.root, name) / "cur").is_dir():
+            raise NoSuchFolder(f"no folder named {name}")
+
     def _folder(self, name: str) -> _Folder:
         """
         The loaded folder (in a pool thread, under its lock).
         """
         folder = self._folders.get(name)
         if folder is None:
-            self._ensure_user()
-            directory = folder_directory(self.root, name)
-            if not (directory / "cur").is_dir():
-                raise NoSuchFolder(f"no folder named {name}")
-            folder = _Folder(name, directory, self.root, self._store.open_indexes)
+            self._require_folder(name)
+            folder = _Folder(name, folder_directory(self.root, name), self.root,
+                             self._store.open_indexes)
             self._folders[name] = folder
         return folder
 
@@ -741,7 +747,7 @@ class MaildirUserStore:
 
     async def _append(self, name, message, flags, internal_date) -> AppendResult:
         if name != INBOX:
-            await self.status(name)  # NoSuchFolder before writing anything
+            await self._run(self._require_folder, name)  # before writing anything
         pending = await self._run(self._write_temporary, message, flags, internal_date)
         limit = self._store.quota_for(self.address)
         if limit is not None:
@@ -939,7 +945,7 @@ class MaildirUserStore:
         if move and destination == name:
             raise StoreError("cannot move messages into the folder they are in")
         if destination != name:
-            await self.status(destination)  # NoSuchFolder before linking anything
+            await self._run(self._require_folder, destination)  # before linking anything
         sources = await self._with_folder(name, self._link_out, uids)
         if not sources:
             return CopyResult(await self._uidvalidity_of(destination), ())
