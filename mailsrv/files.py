@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+#: Threads that fsync directories beside a file's fsync.
+_DIRECTORY_SYNCS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mailsrv-dirsync")
 
 
 def fsync_directory(path: Path) -> None:
@@ -19,6 +24,20 @@ def fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_with_directories(fd: int, directories: Iterable[Path]) -> None:
+    """
+    fsync a file and directories at the same time.  Changes made before the
+    call then share one journal commit, where syncing one after the other
+    would wait for a commit each.
+    """
+    syncing = [_DIRECTORY_SYNCS.submit(fsync_directory, d) for d in directories]
+    try:
+        os.fsync(fd)
+    finally:
+        for future in syncing:
+            future.result()
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o600,
@@ -44,3 +63,41 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600,
         temporary.unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+class DirectorySync:
+    """
+    Group commit for one directory: threads that have just put names in it
+    wait for a single fsync that started after their change, so that many
+    deliveries at once cost one directory fsync, not one each.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._changed = threading.Condition()
+        self._changes = 0   # changes announced so far
+        self._durable = 0   # changes covered by a finished fsync
+        self._syncing = False
+
+    def sync(self) -> None:
+        """
+        Return once the caller's earlier changes to the directory are
+        durable; one of the waiting threads does the fsync for all.
+        """
+        with self._changed:
+            self._changes += 1
+            mine = self._changes
+            while self._durable < mine:
+                if self._syncing:
+                    self._changed.wait()
+                    continue
+                self._syncing = True
+                covered = self._changes
+                self._changed.release()
+                try:
+                    fsync_directory(self.path)
+                finally:
+                    self._changed.acquire()
+                    self._syncing = False
+                    self._changed.notify_all()
+                self._durable = max(self._durable, covered)

@@ -1,7 +1,8 @@
 """
-Child process for the store crash test: 200 concurrent durable deliveries
+Child process for the store crash test: 200 concurrent durable writes
 through a real thread pool, printing "OK <n> <uid>" as each is
-acknowledged, until the parent kills it.
+acknowledged, until the parent kills it.  Even messages are delivered (as
+SMTP does: no UID yet, "-"), odd ones appended (as IMAP APPEND does).
 """
 
 import sys
@@ -36,8 +37,11 @@ async def deliver_all(root: Path, count: int):
         # Start over a third of a second, as mail arrives, so that some
         # deliveries are acknowledged while others are still being written.
         await task.deferLater(reactor, n * 0.002, lambda: None)
-        result = await store.deliver(ADDRESS, body(n))
-        sys.stdout.write(f"OK {n} {result.uid}\n")
+        if n % 2:
+            uid = (await store.user(ADDRESS).append("INBOX", body(n))).uid
+        else:
+            uid = await store.deliver(ADDRESS, body(n)) or "-"
+        sys.stdout.write(f"OK {n} {uid}\n")
         sys.stdout.flush()
 
     await Deferred.fromCoroutine(_gather([one(n) for n in range(count)]))

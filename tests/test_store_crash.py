@@ -1,8 +1,8 @@
 """
-Crash test: SIGKILL the store in the middle of 200 concurrent deliveries,
-restart, and check the promise behind every 250 OK: each delivery that was
-acknowledged is there exactly once, whole; nothing partial is visible; no
-UID is ever given twice.
+Crash test: SIGKILL the store in the middle of 200 concurrent deliveries
+and appends, restart, and check the promise behind every 250 OK: each one
+that was acknowledged is there exactly once, whole, an append under the UID
+it was told; nothing partial is visible; no UID is ever given twice.
 """
 
 import os
@@ -24,12 +24,13 @@ from tests.store_crash_child import ADDRESS, body
 DELIVERIES = 200
 
 
-def kill_during_deliveries(root: Path) -> tuple[dict[int, int], int]:
+def kill_during_deliveries(root: Path) -> tuple[dict[int, int | None], int]:
     """
     Run the child and SIGKILL it once some deliveries are acknowledged while
     others are still being written in tmp/.
 
-    @return: every acknowledgement it printed ({message number: UID}), and
+    @return: every acknowledgement it printed ({message number: UID, None
+        for a delivery}), and
         how many files were in tmp/ just before the kill.
     """
     home = root / "example.org" / "crash"
@@ -47,13 +48,14 @@ def kill_during_deliveries(root: Path) -> tuple[dict[int, int], int]:
             writing = len(os.listdir(home / "tmp"))
         except FileNotFoundError:
             continue
-        if writing and len(lines) >= 10:
+        appended = sum(1 for line in list(lines) if not line.endswith(b" -\n"))
+        if writing and len(lines) >= 10 and appended >= 5:
             break
     os.kill(child.pid, signal.SIGKILL)
     child.wait(60)
     reader.join(60)
-    acknowledged = {int(n): int(uid) for n, uid in
-                    (re.fullmatch(rb"OK (\d+) (\d+)\n", line).groups() for line in lines)}
+    acknowledged = {int(n): None if uid == b"-" else int(uid) for n, uid in
+                    (re.fullmatch(rb"OK (\d+) (\d+|-)\n", line).groups() for line in lines)}
     return acknowledged, writing
 
 
@@ -77,11 +79,16 @@ class CrashTests(SynchronousTestCase):
             self.assertEqual(data, body(n), f"message {n} (UID {info.uid}) is not whole")
             found.setdefault(n, []).append(info.uid)
         for n, uid in acknowledged.items():
-            self.assertEqual(found.get(n), [uid], f"acknowledged message {n}")
+            # Appends were told their UID; deliveries get theirs now.
+            self.assertEqual(len(found.get(n, [])), 1, f"acknowledged message {n}")
+            if uid is not None:
+                self.assertEqual(found[n], [uid], f"acknowledged message {n}")
         # Deliveries that were not acknowledged may or may not be there
         # (the sender retries); none is there twice.
         self.assertTrue(all(len(uids) == 1 for uids in found.values()))
 
-        highest = max([*acknowledged.values(), *(u for us in found.values() for u in us)])
+        told = [uid for uid in acknowledged.values() if uid is not None]
+        self.assertTrue(told, "no append was acknowledged")
+        highest = max([*told, *(u for us in found.values() for u in us)])
         after = self.successResultOf(user.append("INBOX", body(DELIVERIES)))
         self.assertGreater(after.uid, highest)

@@ -184,8 +184,9 @@ class MigrationTests(TestCase):
         self.assertEqual(store_view(store, ALICE), served)
 
         user = store.user(ALICE)
-        result = run(store.deliver(ALICE, message(10)))
-        self.assertEqual((result.uidvalidity, result.uid), (served["folders"]["INBOX"][0], 6))
+        run(store.deliver(ALICE, message(10)))
+        status = run(user.status("INBOX"))
+        self.assertEqual((status.uidvalidity, status.uidnext), (served["folders"]["INBOX"][0], 7))
         run(user.set_flags("INBOX", [1], ["\\Seen", "$Label1", "Replied"], "set"))
         after = store_view(store, ALICE)
         store.close()

@@ -26,14 +26,14 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import twisted.mail.imap4  # noqa: F401 (registers the "imap4-utf-7" codec)
 
-from mailsrv.files import write_atomically
+from mailsrv.files import fsync_with_directories, write_atomically
 from mailsrv.store.interfaces import TemporaryStoreError
 
 UIDLIST = "dovecot-uidlist"
@@ -157,17 +157,20 @@ def write_uidlist(folder: Path, uidlist: UidList) -> None:
     uidlist.size = len(data)
 
 
-def append_records(folder: Path, uidlist: UidList, records: list[UidRecord]) -> None:
+def append_records(folder: Path, uidlist: UidList, records: list[UidRecord],
+                   directories: Iterable[Path] = ()) -> None:
     """
     Add new records to the list and append them to its file (the caller
     holds the lock); readers take the next UID from the last record when it
     passes the header's, as Dovecot does.
+
+    @param directories: made durable together with the records.
     """
     data = "".join(_record_line(r) for r in records).encode("utf-8", "surrogateescape")
     with open(folder / UIDLIST, "ab") as f:
         f.write(data)
         f.flush()
-        os.fsync(f.fileno())
+        fsync_with_directories(f.fileno(), directories)
     for record in records:
         uidlist.add(record)
     uidlist.size += len(data)

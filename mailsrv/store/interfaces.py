@@ -306,6 +306,8 @@ class IMailStore(Interface):
         """
         Deliver a message (SMTP); the user's store is created if needed.
 
-        @return: L{Deferred} of L{AppendResult}, fired once the message is
-            durable.
+        The message gets its UID soon after, as mail dropped in by another
+        program would; who needs the UID at once appends instead.
+
+        @return: L{Deferred} fired with None once the message is durable.
         """

@@ -11,10 +11,13 @@ internal date is the file's mtime.  Our own cache (L{FolderIndex}) adds
 sizes and modification sequences.
 
 A message is written to C{tmp/}, fsync'd, renamed into C{new/} (or C{cur/}
-when it has flags), and the directory fsync'd before it gets its UID and
-the caller hears of it.  Appends that arrive together share the directory
-fsync and the UID list write.  All disk work runs in a thread pool; work on
-one folder is serialized by a per-folder lock, folders proceed in parallel.
+when it has flags), and the directory fsync'd before the caller hears of
+it.  A delivery (SMTP) is then done: the folder's next sync gives it its
+UID, as it does to mail other programs drop in, and deliveries at once
+share the directory fsync.  An append gets its UID first; appends that
+arrive together share the directory fsync and the UID list write.  All disk
+work runs in a thread pool; work on one folder is serialized by a
+per-folder lock, folders proceed in parallel.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from weakref import WeakValueDictionary
 
 from twisted.internet import inotify
 from twisted.internet.defer import Deferred, DeferredLock
@@ -37,7 +40,7 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from mailsrv.files import fsync_directory, write_atomically
+from mailsrv.files import DirectorySync, fsync_directory, write_atomically
 from mailsrv.logs import get_logger
 from mailsrv.store import dovecot_files, summary
 from mailsrv.store.dovecot_files import KEYWORD_LETTERS, UidList, UidRecord
@@ -100,8 +103,6 @@ COMPACT_MIN_RECORDS = 64
 TMP_MAX_AGE = 36 * 3600
 
 _CHUNK = 64 * 1024
-#: Threads that fsync directories while a commit writes the UID list.
-_DIRECTORY_SYNCS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mailsrv-dirsync")
 _WATCH_MASK = (inotify.IN_CREATE | inotify.IN_MOVED_TO | inotify.IN_MOVED_FROM
                | inotify.IN_DELETE)
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
@@ -331,13 +332,18 @@ class _Folder:
         self.highest_modseq += 1
         return IndexEntry(size or st.st_size, vsize, st.st_mtime, self.highest_modseq)
 
-    def _assign_uids(self, bases: list[str]) -> dict[str, int]:
+    def _assign_uids(self, bases: list[str], directories: Iterable[Path] = ()
+                     ) -> dict[str, int]:
         """
         Give UIDs, in the order given, to files the list does not have yet,
         under Dovecot's lock; start the list if there is none.
+
+        @param directories: made durable with the list, in the same journal
+            commit when possible.
         """
         with dovecot_files.uidlist_lock(self.directory):
             current = dovecot_files.read_uidlist(self.directory, self.uidlist)
+            fresh = []
             if current is None:
                 current = UidList(dovecot_files.next_uidvalidity(self.user_root), 1,
                                   uuid.uuid4().hex)
@@ -345,11 +351,13 @@ class _Folder:
                     current.add(UidRecord(current.next_uid, base))
                 dovecot_files.write_uidlist(self.directory, current)
             else:
-                fresh = []
                 for base in dict.fromkeys(b for b in bases if b not in current.uid_of):
                     fresh.append(UidRecord(current.next_uid + len(fresh), base))
-                if fresh:
-                    dovecot_files.append_records(self.directory, current, fresh)
+            if fresh:
+                dovecot_files.append_records(self.directory, current, fresh, directories)
+            else:
+                for directory in directories:
+                    fsync_directory(directory)
         self.uidlist = current
         return current.uid_of
 
@@ -567,10 +575,11 @@ class MaildirUserStore:
 
     def _require_folder(self, name: str) -> None:
         """
-        Raise L{NoSuchFolder} unless the folder exists (a stat, not a sync).
+        Raise L{NoSuchFolder} unless the folder exists (a stat, not a sync);
+        make the user's store if it is new.
         """
         self._ensure_user()
-        if not (folder_directory(self.root, name) / "cur").is_dir():
+        if name != INBOX and not (folder_directory(self.root, name) / "cur").is_dir():
             raise NoSuchFolder(f"no folder named {name}")
 
     def _folder(self, name: str) -> _Folder:
@@ -685,11 +694,14 @@ class MaildirUserStore:
 
     def _touched(self, name: str) -> None:
         """
-        Something changed in a watched folder: look soon, once for a burst.
+        Something changed in a watched folder: look soon, once for a burst
+        (at once without a reactor to wait with).
         """
-        if name in self._resyncs and self._resyncs[name].active():
-            return
-        self._resyncs[name] = self._store.reactor.callLater(RESYNC_DELAY, self._resync, name)
+        if self._store.reactor is None:
+            self._resync(name)
+        elif name not in self._resyncs or not self._resyncs[name].active():
+            self._resyncs[name] = self._store.reactor.callLater(RESYNC_DELAY, self._resync,
+                                                                name)
 
     def _resync(self, name: str) -> None:
         self._resyncs.pop(name, None)
@@ -746,51 +758,87 @@ class MaildirUserStore:
         return self._call(self._append(self._name(name), message, tuple(flags), internal_date))
 
     async def _append(self, name, message, flags, internal_date) -> AppendResult:
-        if name != INBOX:
-            await self._run(self._require_folder, name)  # before writing anything
-        pending = await self._run(self._write_temporary, message, flags, internal_date)
-        limit = self._store.quota_for(self.address)
-        if limit is not None:
-            await self._check_quota(limit, pending.vsize, pending.temporary)
+        quota = await self._quota()
+        pending = await self._run(self._write_temporary, name, message, flags, internal_date,
+                                  quota)
         self._queue_commit(name, [pending])
         return await pending.deferred
 
-    def _write_temporary(self, message, flags, internal_date) -> _Pending:
+    def deliver(self, name, message) -> Deferred:
         """
-        Write the message into tmp/ and fsync it (outside any lock).
+        Deliver C{message} into a folder the way any MDA does: fires with
+        None once it is durable in new/, where the folder's next sync gives
+        it a UID, as it does mail dropped in by other programs.  A sender
+        waiting for its 250 has no use for the UID, and need not wait for
+        the UID list's lock and fsync.
         """
-        self._ensure_user()
+        return self._call(self._deliver(self._name(name), message))
+
+    async def _deliver(self, name, message) -> None:
+        quota = await self._quota()
+        await self._run(self._write_into_new, name, message, quota)
+        if name in self._listeners:
+            self._touched(name)
+
+    async def _quota(self) -> tuple[int, int] | None:
+        """
+        The user's quota and the bytes used, or None without a quota.
+        """
+        limit = self._store.quota_for(self.address)
+        return None if limit is None else (limit, await self._usage())
+
+    def _write_temporary(self, name, message, flags, internal_date, quota) -> _Pending:
+        """
+        Write the message into tmp/ and fsync it (outside any lock), once
+        its folder is known to exist; refuse it if it passes the quota.
+        """
+        self._require_folder(name)
         base = _unique_name()
         temporary = self.root / "tmp" / base
         size = vsize = 0
         previous = b""
+        chunks = [message] if isinstance(message, bytes) else iter(
+            lambda: message.read(_CHUNK), b"")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with open(temporary, "xb") as f:
-                chunks = [message] if isinstance(message, bytes) else iter(
-                    lambda: message.read(_CHUNK), b"")
+            try:
                 for chunk in chunks:
-                    f.write(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
                     size += len(chunk)
                     vsize += len(chunk) + chunk.count(b"\n") - chunk.count(b"\r\n")
                     if previous == b"\r" and chunk.startswith(b"\n"):
                         vsize -= 1
                     previous = chunk[-1:]
-                f.flush()
-                os.fsync(f.fileno())
-            if internal_date is not None:
-                os.utime(temporary, (internal_date, internal_date))
-            mtime = os.stat(temporary).st_mtime
+                if quota is not None and quota[1] + vsize > quota[0]:
+                    raise OverQuota(f"{self.address} is over quota ({quota[1]} of {quota[0]} "
+                                    "bytes used)")
+                if internal_date is not None:
+                    os.utime(fd, (internal_date, internal_date))
+                os.fsync(fd)
+                mtime = os.fstat(fd).st_mtime
+            finally:
+                os.close(fd)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
         return _Pending(temporary, f"{base},S={size},W={vsize}", flags, size, vsize, mtime,
                         Deferred())
 
-    async def _check_quota(self, limit: int, size: int, temporary: Path) -> None:
-        used = await self._usage()
-        if used + size > limit:
-            await self._run(_discard, [temporary])
-            raise OverQuota(f"{self.address} is over quota ({used} of {limit} bytes used)")
+    def _write_into_new(self, name, message, quota) -> None:
+        """
+        Write a delivery into tmp/ and move it into new/, both fsync'd: all
+        it takes to be durable, in one trip to the pool.
+        """
+        pending = self._write_temporary(name, message, (), None, quota)
+        new = folder_directory(self.root, name) / "new" / pending.base
+        try:
+            os.rename(pending.temporary, new)
+            self._store.directory_sync(new.parent).sync()
+        except BaseException:
+            _discard([pending.temporary, new])
+            raise
 
     async def _usage(self) -> int:
         total = 0
@@ -838,23 +886,24 @@ class MaildirUserStore:
             pending.deferred.callback(AppendResult(result[0], uid))
 
     def _place(self, folder: _Folder, batch: list[_Pending]) -> tuple[int, list[int]]:
+        """
+        Move written messages into the folder and give them their UIDs, in
+        one journal commit.
+
+        @return: the UIDVALIDITY and each message's UID.
+        """
         placed = {}
+        moved = set()
         for pending in batch:
             letters = folder.letters_for(pending.letters_flags)
             subdir = "cur" if letters else "new"
             filename = f"{pending.base}:2,{letters}" if letters else pending.base
             os.rename(pending.temporary, folder.directory / subdir / filename)
             placed[pending.base] = (subdir, letters)
-        # The directories' fsync and the UID list's append and fsync are
-        # independent, and wait on the same journal commit: run them at once.
-        # Both are done before anyone hears of the messages.
-        syncing = [_DIRECTORY_SYNCS.submit(fsync_directory, folder.directory / subdir)
-                   for subdir in {s for s, _ in placed.values()}]
-        try:
-            listed = folder._assign_uids(list(placed))
-        finally:
-            for future in syncing:
-                future.result()
+            moved.add(folder.directory / subdir)
+        # The renames and the new UID list records become durable in one
+        # journal commit, before anyone hears of the messages.
+        listed = folder._assign_uids(list(placed), moved)
         uids = []
         updates = []
         for pending in batch:
@@ -1196,6 +1245,10 @@ class MaildirStore:
         self.reactor = reactor
         self._users: dict[str, MaildirUserStore] = {}
         self._inotify = None
+        # Kept while some thread uses them: shared by deliveries at once.
+        self._directory_syncs: WeakValueDictionary[Path, DirectorySync] = (
+            WeakValueDictionary())
+        self._directory_syncs_lock = threading.Lock()
 
     def watch(self, directory: Path, callback) -> None:
         """
@@ -1217,6 +1270,16 @@ class MaildirStore:
         if self._inotify is not None:
             self._inotify.ignore(FilePath(str(directory)))
 
+    def directory_sync(self, directory: Path) -> DirectorySync:
+        """
+        The group commit of a directory's fsyncs (in a pool thread).
+        """
+        with self._directory_syncs_lock:
+            sync = self._directory_syncs.get(directory)
+            if sync is None:
+                sync = self._directory_syncs[directory] = DirectorySync(directory)
+            return sync
+
     def user(self, address: str) -> MaildirUserStore:
         store = self._users.get(address)
         if store is None:
@@ -1225,7 +1288,7 @@ class MaildirStore:
         return store
 
     def deliver(self, address: str, message, folder: str = INBOX) -> Deferred:
-        return self.user(address).append(folder, message)
+        return self.user(address).deliver(folder, message)
 
     def close(self) -> None:
         for store in self._users.values():
