@@ -15,7 +15,7 @@ from pathlib import Path
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -71,6 +71,8 @@ class PasswdFileChecker:
 
         @return: a L{Deferred} firing with C{{address: PasswdEntry}}.
         """
+        if self._file_signature() == self._signature:
+            return succeed(self._users)  # every RCPT asks: keep it cheap
         return Deferred.fromCoroutine(self._current_users())
 
     async def _current_users(self) -> dict[str, PasswdEntry]:

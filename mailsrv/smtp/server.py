@@ -293,9 +293,15 @@ class SMTPServer(Protocol, TimeoutMixin):
     def _run(self, handler, *args):
         """
         Run a command handler; its reply (or the Reply it raises) is queued.
-        An asynchronous handler holds further input until it is done.
+        An asynchronous handler (one that returns a L{Deferred}) holds
+        further input until it is done; the others cost no Deferred.
         """
-        result = maybeDeferred(handler, *args)
+        try:
+            result = handler(*args)
+        except Exception:
+            return self._failed(Failure())
+        if not isinstance(result, Deferred):
+            return self._handled(result)
         if not result.called:
             self._busy = True
         result.addCallbacks(self._handled, self._failed)
