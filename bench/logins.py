@@ -91,7 +91,7 @@ async def run(args):
 
     total = args.concurrency * args.rounds
     latencies.sort()
-    threads = next(s for s in service if isinstance(s, ThreadPoolService)).pool.max
+    threads = next(s for s in service if isinstance(s, ThreadPoolService)).max_threads
     print(f"scheme={args.scheme} concurrency={args.concurrency} logins={total} "
           f"hash threads={threads}")
     print(f"logins/s                 {total / elapsed:8.1f}")

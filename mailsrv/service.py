@@ -8,14 +8,12 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.cred.portal import Portal
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.threads import deferToThreadPool
 from twisted.mail.interfaces import IMessageDelivery
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -221,17 +219,15 @@ def make_service(settings: Settings, *, reactor=None,
     prepare_data_dir(settings, owner)
     tls = server_tls(settings)
 
-    hashing = ThreadPoolService("mailsrv-hashing", max_threads=max(2, os.cpu_count() or 1))
-    disk = ThreadPoolService("mailsrv-store", max_threads=settings.store.threads)
-    commits = ThreadPoolService("mailsrv-store-commit", max_threads=4)
-    store = make_store(settings, partial(deferToThreadPool, reactor, disk.pool), reactor,
-                       partial(deferToThreadPool, reactor, commits.pool))
+    hashing = ThreadPoolService("mailsrv-hashing", max(2, os.cpu_count() or 1), reactor)
+    disk = ThreadPoolService("mailsrv-store", settings.store.threads, reactor)
+    commits = ThreadPoolService("mailsrv-store-commit", 4, reactor)
+    store = make_store(settings, disk.run, reactor, commits.run)
     checker = PasswdFileChecker(
         Path(settings.auth.passwd_file),
         default_domain=settings.default_domain,
         throttle=LoginThrottle(settings.auth.throttle, reactor),
-        pool=hashing.pool,
-        reactor=reactor,
+        run=hashing.run,
     )
     portal = Portal(MailRealm(store), [checker])
     service = MailService(settings, tls, portal, checker, store)

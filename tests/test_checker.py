@@ -14,7 +14,6 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 from twisted.python.threadable import isInIOThread
-from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
@@ -28,6 +27,7 @@ from mailsrv.cred.realm import IMailAccount, MailRealm
 from mailsrv.cred.throttle import LoginThrottle
 from mailsrv.store.maildir import MaildirStore
 from mailsrv.store.testing import run_now
+from mailsrv.threads import ThreadPoolService
 from tests.test_passwords import cheap_hash
 
 THROTTLE = ThrottleSettings(free_failures=1, base_delay=30.0, max_delay=60.0,
@@ -36,16 +36,15 @@ THROTTLE = ThrottleSettings(free_failures=1, base_delay=30.0, max_delay=60.0,
 
 class CheckerTests(TestCase):
     def setUp(self):
-        self.pool = ThreadPool(minthreads=0, maxthreads=2, name="test-hashing")
-        self.pool.start()
-        self.addCleanup(self.pool.stop)
+        self.hashing = ThreadPoolService("test-hashing", 2, reactor)
+        self.addCleanup(self.hashing.stopService)
         self.path = Path(self.mktemp())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         set_password(self.path, "alice@example.org", cheap_hash("wonderland"), create=True)
         self.clock = Clock()
         self.checker = PasswdFileChecker(
             self.path, default_domain="example.org",
-            throttle=LoginThrottle(THROTTLE, self.clock), pool=self.pool, reactor=reactor)
+            throttle=LoginThrottle(THROTTLE, self.clock), run=self.hashing.run)
         self.store = MaildirStore(Path(self.mktemp()).absolute(), run_now)
         self.addCleanup(self.store.close)
         self.portal = Portal(MailRealm(self.store), [self.checker])

@@ -10,14 +10,13 @@ dummy verification, so timing does not tell which users exist.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, DeferredLock, succeed
-from twisted.internet.threads import deferToThreadPool
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from mailsrv.cred.passwd_file import BadAddress, PasswdEntry, canonical_user, read_passwd
@@ -40,23 +39,22 @@ class PasswdFileChecker:
     The avatar ID is the canonical address (L{str}).  Credentials with a
     C{peer} attribute (L{mailsrv.cred.credentials.PeerUsernamePassword}) are
     throttled per client address as well as per account.
+
+    @param run: C{run(function, *args) -> Deferred}: runs hashing and file
+        reads off the reactor thread (a thread pool).
     """
 
     credentialInterfaces = (IUsernamePassword,)
 
     def __init__(self, path: Path, *, default_domain: str, throttle: LoginThrottle,
-                 pool: ThreadPool, reactor):
+                 run: Callable[..., Deferred]):
         self.path = path
         self._default_domain = default_domain
         self._throttle = throttle
-        self._pool = pool
-        self._reactor = reactor
+        self._in_pool = run
         self._users: dict[str, PasswdEntry] = {}
         self._signature = None
         self._reload_lock = DeferredLock()
-
-    def _in_pool(self, function, *args) -> Deferred:
-        return deferToThreadPool(self._reactor, self._pool, function, *args)
 
     def _file_signature(self):
         try:
