@@ -23,7 +23,8 @@ each once and whole (checked by a unique header and a closing line).
     python bench/smtp.py                                   # all, 1/10/50 connections
     python bench/smtp.py --servers postfix,aiosmtpd --concurrency 10,50
     python bench/smtp.py --messages 5000 --size 5120 --dir /var/tmp
-    python bench/smtp.py --rounds 3          # each case 3 times, interleaved; medians
+    python bench/smtp.py --rounds 5          # each case 5 times, interleaved; medians
+                                             # and who won each round
 
 Needs: C{pip install '.[bench]'} (aiosmtpd), and for Postfix, as root,
 C{echo "postfix postfix/main_mailer_type select No configuration" |
@@ -1123,6 +1124,31 @@ def print_medians(rows: list[dict], rounds: int) -> None:
               f"{statistics.median(x['p99'] for x in same) * 1000:>7.1f} "
               f"{statistics.median(x['delivered_rate'] for x in same):>6.0f}")
     print()
+    print_head_to_head(rows)
+
+
+def print_head_to_head(rows: list[dict]) -> None:
+    """
+    In how many rounds mailsrv beat each other server at each concurrency:
+    with run-to-run noise larger than the differences, medians alone can
+    hide that the lead changes hands.
+    """
+    rate = {(r["server"], r["connections"], r["round"]): r["rate"] for r in rows if "rate" in r}
+    others = [s for s in dict.fromkeys(r["server"] for r in rows) if s != "mailsrv"]
+    lines = []
+    for connections in dict.fromkeys(r["connections"] for r in rows):
+        for other in others:
+            rounds = [n for (s, c, n) in rate if s == "mailsrv" and c == connections
+                      and (other, c, n) in rate]
+            if rounds:
+                won = sum(rate["mailsrv", connections, n] > rate[other, connections, n]
+                          for n in rounds)
+                lines.append(f"  {connections:>5} conns: mailsrv ahead of {other} in {won} of "
+                             f"{len(rounds)} rounds")
+    if lines:
+        print("Head to head, round by round (msg/s)")
+        print("\n".join(lines))
+        print()
 
 
 def parse_list(text: str, convert=str) -> list:
