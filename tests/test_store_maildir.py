@@ -14,6 +14,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from mailsrv import files
 from mailsrv.store import dovecot_files, maildir
 from mailsrv.store.index import OpenIndexes
 from mailsrv.store.interfaces import (
@@ -255,6 +256,49 @@ class MessageTests(StoreTestMixin, SynchronousTestCase):
         self.patch(os, "fsync", os.fdatasync)
         self.assertEqual(os.listdir(self.home / "tmp"), [])
         self.assertEqual(self.result(self.user.snapshot("INBOX")).messages, ())
+
+
+    def test_deliveryDiskFullIsTemporary(self):
+        """
+        A delivery that cannot be written is a temporary failure that leaves
+        nothing behind.
+        """
+        def full(*args):
+            raise OSError(28, "No space left on device")
+
+        self.patch(os, "fsync", full)
+        error = self.error(self.store.deliver(ALICE, message(1)), TemporaryStoreError)
+        self.assertIn("No space left on device", str(error))
+        self.patch(os, "fsync", os.fdatasync)
+        self.assertEqual(os.listdir(self.home / "tmp"), [])
+        self.assertEqual(os.listdir(self.home / "new"), [])
+
+    def test_deliveryDirectorySyncFails(self):
+        """
+        When new/ cannot be fsync'd after the rename, the delivery fails and
+        the message is taken out again: nothing the sender was not told is
+        stored can be seen (it will retry).
+        """
+        def broken(path):
+            raise OSError(5, "Input/output error")
+
+        self.patch(files, "fsync_directory", broken)
+        self.error(self.store.deliver(ALICE, message(1)), TemporaryStoreError)
+        self.assertEqual(os.listdir(self.home / "new"), [])
+        self.assertEqual(os.listdir(self.home / "tmp"), [])
+
+    def test_deliveryOverQuota(self):
+        """
+        A delivery that would pass the quota is refused before it is put in
+        new/.
+        """
+        store = MaildirStore(self.root, run_now, quotas=lambda address: 100)
+        self.addCleanup(store.close)
+        self.assertIsNone(self.result(store.deliver("bob@example.org", b"x" * 60)))
+        self.error(store.deliver("bob@example.org", b"y" * 60), OverQuota)
+        home = user_directory(self.root, "bob@example.org")
+        self.assertEqual(len(os.listdir(home / "new")), 1)
+        self.assertEqual(os.listdir(home / "tmp"), [])
 
 
 class OpenFileTests(StoreTestMixin, SynchronousTestCase):
