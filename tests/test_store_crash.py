@@ -29,9 +29,9 @@ def kill_during_deliveries(root: Path) -> tuple[dict[int, int | None], int]:
     Run the child and SIGKILL it once some deliveries are acknowledged while
     others are still being written in tmp/.
 
-    @return: every acknowledgement it printed ({message number: UID, None
-        for a delivery}), and
-        how many files were in tmp/ just before the kill.
+    @return: every acknowledgement it printed ({message number: UID, or
+        None for a delivery}), and how many files were in tmp/ just before
+        the kill.
     """
     home = root / "example.org" / "crash"
     child = subprocess.Popen(
