@@ -56,7 +56,10 @@ from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCE_ROOT = HERE.parent
+sys.path.insert(0, str(HERE.parent))
+
+from tests.sourcetree import SOURCE_ROOT, server_environment, twistd_command  # noqa: E402
+
 REFERENCE = HERE / "smtp_reference"
 DOMAIN = "bench.example"
 RECIPIENT = f"bench@{DOMAIN}"
@@ -724,14 +727,6 @@ class Mailsrv(Server):
 
     name = "mailsrv"
 
-    def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(SOURCE_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        env.pop("MAILSRV_CONFIG", None)
-        env.pop("MAILSRV_DATA", None)
-        return env
-
     def launch(self) -> None:
         self.port = free_port()
         config = self.directory / "mailsrv.toml"
@@ -747,7 +742,7 @@ class Mailsrv(Server):
         self.notes.append("config: max_connections_per_ip and max_connections = 10000 "
                           "(default 20 per address refuses 50 loopback connections)")
         self.mailbox = Mailbox(self.directory / "data" / "mail" / DOMAIN / "bench")
-        env = self.environment()
+        env = server_environment()
         started = time.perf_counter()
         try:
             added = subprocess.run(
@@ -762,9 +757,8 @@ class Mailsrv(Server):
         self.notes.append(f"user add: {time.perf_counter() - started:.2f} s")
         log = self.directory / "twistd.log"
         started = time.perf_counter()
-        self.popen([sys.executable, "-c", "import sys; from twisted.scripts.twistd import "
-                    "run; sys.argv[0] = 'twistd'; run()", "-n", "--pidfile=",
-                    f"--logfile={log}", "mailsrv", "--config", str(config)],
+        self.popen(twistd_command("-n", "--pidfile=", f"--logfile={log}", "mailsrv",
+                                  "--config", str(config)),
                    log.with_name("stdout.txt"), cwd=self.directory, env=env)
         self.greeting = wait_for_greeting(self.port, self.process, START_TIMEOUT, log)
         self.startup = time.perf_counter() - started

@@ -13,41 +13,19 @@ then SIGKILL) when the test ends.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import trustme
 
 from mailsrv.config import ROLES
-
-#: The source tree, put first on the server's PYTHONPATH so that it runs
-#: the code under test, not an older installed copy.
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
+from tests.sourcetree import server_environment, twistd_command
 
 _LISTENING = re.compile(r"\[mailsrv\.service#info\] (\w+) listening on [^ ]*:(\d+) ")
-
-
-def twistd_command(*args: str) -> list[str]:
-    """
-    Run twistd with this Python, whatever the PATH holds.
-    """
-    return [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; "
-            "sys.argv[0] = 'twistd'; run()", *args]
-
-
-def server_environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(SOURCE_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.pop("MAILSRV_CONFIG", None)
-    env.pop("MAILSRV_DATA", None)
-    return env
 
 
 def write_test_certificate(directory: Path) -> tuple[Path, Path, Path]:

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mailsrv.cli import main
 from mailsrv.cred.passwd_file import read_passwd
 from mailsrv.cred.passwords import verify_password
-from tests.server import SOURCE_ROOT, server_environment
+from tests.sourcetree import SOURCE_ROOT, server_environment
 
 
 class CLITests(SynchronousTestCase):

@@ -23,7 +23,8 @@ from mailsrv.config import IMPLICIT_TLS_ROLES, ROLES, load_settings
 from mailsrv.cred.credentials import PeerUsernamePassword
 from mailsrv.cred.realm import IMailAccount
 from mailsrv.service import PROTOCOL_OF_ROLE, ListenError, ReloadOnHangup, make_service
-from tests.server import server_environment, write_test_config
+from tests.server import write_test_config
+from tests.sourcetree import server_environment
 
 GREETINGS = {
     "smtp": b"220 localhost ESMTP mailsrv\r\n",

@@ -120,6 +120,20 @@ class SMTPTestCase(TestCase):
     def in_thread(self, function, *args) -> Deferred:
         return deferToThread(function, *args)
 
+    def submit_as_alice(self, sender: str) -> Deferred:
+        """
+        Log in as alice on submissions (465) and send to bob from C{sender}.
+
+        @return: a L{Deferred} of C{sendmail}'s refused recipients.
+        """
+        def send():
+            with smtplib.SMTP_SSL("127.0.0.1", self.ports["submissions"],
+                                  context=self.client_tls) as client:
+                client.login(ALICE, PASSWORD)
+                return client.sendmail(sender, [BOB], MESSAGE)
+
+        return self.in_thread(send)
+
     def wire(self, role="smtp", tls=False) -> Wire:
         wire = Wire(self.ports[role], self.client_tls if tls else None)
         self.addCleanup(wire.close)
@@ -491,13 +505,7 @@ class SubmissionTests(SMTPTestCase):
         self.assertRegex(stored[0], rb"\(TLSv1\.[23] cipher [A-Z0-9_-]+\)")
 
     async def test_implicitTLS(self):
-        def send():
-            with smtplib.SMTP_SSL("127.0.0.1", self.ports["submissions"],
-                                  context=self.client_tls) as client:
-                client.login(ALICE, PASSWORD)
-                return client.sendmail("info@example.org", [BOB], MESSAGE)
-
-        self.assertEqual(await self.in_thread(send), {})
+        self.assertEqual(await self.submit_as_alice("info@example.org"), {})
         self.assertEqual(len(self.inbox(BOB)), 1)
 
     async def test_wrongPasswordAndSenderRules(self):
@@ -547,13 +555,7 @@ class OpenSenderTests(SMTPTestCase):
     config = "[auth]\nrestrict_senders = false\n"
 
     async def test_anySender(self):
-        def send():
-            with smtplib.SMTP_SSL("127.0.0.1", self.ports["submissions"],
-                                  context=self.client_tls) as client:
-                client.login(ALICE, PASSWORD)
-                return client.sendmail("bob@example.org", [BOB], MESSAGE)
-
-        self.assertEqual(await self.in_thread(send), {})
+        self.assertEqual(await self.submit_as_alice("bob@example.org"), {})
 
 
 class TimeoutTests(SMTPTestCase):

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailsrv.store.maildir import MaildirStore
 from mailsrv.store.testing import run_now
-from tests.server import SOURCE_ROOT, server_environment
+from tests.sourcetree import SOURCE_ROOT, server_environment
 from tests.store_crash_child import ADDRESS, body
 
 DELIVERIES = 200

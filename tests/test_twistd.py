@@ -16,14 +16,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from mailsrv.config import IMPLICIT_TLS_ROLES, ROLES
 from mailsrv.tap import _owner
-from tests.server import (
-    ServerProcess,
-    server_environment,
-    twistd_command,
-    wait_for,
-    write_test_certificate,
-    write_test_config,
-)
+from tests.server import ServerProcess, wait_for, write_test_certificate, write_test_config
+from tests.sourcetree import server_environment, twistd_command
 from tests.test_service import GREETINGS, read_greeting
 
 DEFAULT_PORTS = {"smtp": 2525, "submission": 2587, "submissions": 2465, "imap": 2143,
