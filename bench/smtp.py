@@ -20,6 +20,14 @@ system's mail setup (Postfix needs root: it is skipped otherwise).  After
 each case the target Maildir must hold exactly the messages that got a 250,
 each once and whole (checked by a unique header and a closing line).
 
+Every server's files live in a block group of their own (the temp dir is
+marked C{chattr +T}).  On ext4 without a journal, as on the 2-core test
+machine, creating a file skips every inode of its group deleted in the last
+1 to 5 minutes, one by one: without the split, the queue files Postfix
+deletes after each delivery made file creation slower for the servers
+measured after it.  For the same reason, leave a few minutes between two
+runs (the end of a run deletes its temp dir).
+
     python bench/smtp.py                                   # all, 1/10/50 connections
     python bench/smtp.py --servers postfix,aiosmtpd --concurrency 10,50
     python bench/smtp.py --messages 5000 --size 5120 --dir /var/tmp
@@ -34,6 +42,7 @@ postfix} (no system instance is configured or started).
 
 import argparse
 import asyncio
+import fcntl
 import grp
 import importlib.metadata
 import importlib.util
@@ -48,6 +57,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -903,6 +913,26 @@ class Aiosmtpd(Server):
                              else " (on the event loop)"))
 
 
+# Linux's inode flags ioctls (linux/fs.h) and the "top of a hierarchy" flag.
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def spread_subdirectories(directory: Path) -> None:
+    """
+    Mark C{directory} as the top of a hierarchy (C{chattr +T}), so that ext4
+    puts each server's subdirectory in a block group of its own.  Other file
+    systems refuse or ignore the flag, which changes nothing else.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = struct.unpack("l", fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("l", 0)))[0]
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("l", flags | FS_TOPDIR_FL))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 # -- a case --------------------------------------------------------------------
 
 
@@ -1202,6 +1232,7 @@ def main():
     # Postfix's unprivileged processes and its virtual(8) uid must reach
     # their directories inside.
     directory.chmod(0o755)
+    spread_subdirectories(directory)
     servers: list[Server] = []
     failed = False
     try:
