@@ -13,8 +13,9 @@ sizes and modification sequences.
 A message is written to C{tmp/}, fsync'd, renamed into C{new/} (or C{cur/}
 when it has flags), and the directory fsync'd before the caller hears of
 it.  A delivery (SMTP) is then done: the folder's next sync gives it its
-UID, as it does to mail other programs drop in, and deliveries at once
-share the directory fsync.  An append gets its UID first; appends that
+UID, as it does to mail other programs drop in; deliveries that arrive
+together are written in one batch that fsyncs the directory once
+(L{DeliveryBatches}).  An append gets its UID first; appends that
 arrive together share the directory fsync and the UID list write.  All disk
 work runs in a thread pool; work on one folder is serialized by a
 per-folder lock, folders proceed in parallel.
@@ -32,7 +33,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from weakref import WeakValueDictionary
 
 from twisted.internet import inotify
 from twisted.internet.defer import Deferred, DeferredLock
@@ -40,9 +40,10 @@ from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from mailsrv.files import DirectorySync, fsync_directory, write_atomically
+from mailsrv.files import fsync_directory, write_atomically
 from mailsrv.logs import get_logger
 from mailsrv.store import dovecot_files, summary
+from mailsrv.store.deliveries import DeliveryBatches
 from mailsrv.store.dovecot_files import KEYWORD_LETTERS, UidList, UidRecord
 from mailsrv.store.index import FolderIndex, IndexEntry, OpenIndexes
 from mailsrv.store.interfaces import (
@@ -776,7 +777,8 @@ class MaildirUserStore:
 
     async def _deliver(self, name, message) -> None:
         quota = await self._quota()
-        await self._run(self._write_into_new, name, message, quota)
+        await self._store.deliveries.deliver(folder_directory(self.root, name) / "new",
+                                             self._write_delivery, name, message, quota)
         if name in self._listeners:
             self._touched(name)
 
@@ -826,19 +828,13 @@ class MaildirUserStore:
         return _Pending(temporary, f"{base},S={size},W={vsize}", flags, size, vsize, mtime,
                         Deferred())
 
-    def _write_into_new(self, name, message, quota) -> None:
+    def _write_delivery(self, name, message, quota) -> tuple[Path, str]:
         """
-        Write a delivery into tmp/ and move it into new/, both fsync'd: all
-        it takes to be durable, in one trip to the pool.
+        Write a delivery into tmp/ (see L{DeliveryBatches}): its file there
+        and its name in new/.
         """
         pending = self._write_temporary(name, message, (), None, quota)
-        new = folder_directory(self.root, name) / "new" / pending.base
-        try:
-            os.rename(pending.temporary, new)
-            self._store.directory_sync(new.parent).sync()
-        except BaseException:
-            _discard([pending.temporary, new])
-            raise
+        return pending.temporary, pending.base
 
     async def _usage(self) -> int:
         total = 0
@@ -1245,10 +1241,7 @@ class MaildirStore:
         self.reactor = reactor
         self._users: dict[str, MaildirUserStore] = {}
         self._inotify = None
-        # Kept while some thread uses them: shared by deliveries at once.
-        self._directory_syncs: WeakValueDictionary[Path, DirectorySync] = (
-            WeakValueDictionary())
-        self._directory_syncs_lock = threading.Lock()
+        self.deliveries = DeliveryBatches(run, _disk_errors)
 
     def watch(self, directory: Path, callback) -> None:
         """
@@ -1269,16 +1262,6 @@ class MaildirStore:
     def unwatch(self, directory: Path) -> None:
         if self._inotify is not None:
             self._inotify.ignore(FilePath(str(directory)))
-
-    def directory_sync(self, directory: Path) -> DirectorySync:
-        """
-        The group commit of a directory's fsyncs (in a pool thread).
-        """
-        with self._directory_syncs_lock:
-            sync = self._directory_syncs.get(directory)
-            if sync is None:
-                sync = self._directory_syncs[directory] = DirectorySync(directory)
-            return sync
 
     def user(self, address: str) -> MaildirUserStore:
         store = self._users.get(address)
