@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailsrv import files
-from mailsrv.store.deliveries import DeliveryBatches
+from mailsrv.store.deliveries import LANE_PATIENCE, DeliveryBatches
 
 
 class HeldRun:
@@ -47,7 +48,8 @@ class DeliveryBatchesTests(SynchronousTestCase):
         for sub in ("tmp", "new"):
             (self.maildir / sub).mkdir(parents=True)
         self.run = HeldRun()
-        self.batches = DeliveryBatches(self.run, guard, lanes=2)
+        self.clock = Clock()
+        self.batches = DeliveryBatches(self.run, guard, self.clock, lanes=2)
         self.synced: list[Path] = []
         self.real_fsync_directory = files.fsync_directory
         self.patch(files, "fsync_directory", self.record_fsync)
@@ -72,35 +74,61 @@ class DeliveryBatchesTests(SynchronousTestCase):
 
     def test_queuedDeliveriesShareOneBatch(self):
         """
-        While every lane is busy, deliveries wait; when one frees, all of
-        them go in one job with one fsync of new/, and each is told once
-        its file is there.
+        While a batch is being written, deliveries wait; when it is done,
+        all of them go in one job with one fsync of new/, and each is told
+        once its file is there.
         """
-        first, second = self.deliver("1"), self.deliver("2")
-        waiting = [self.deliver(str(n)) for n in range(3, 7)]
-        self.assertEqual(len(self.run.jobs), 2)
+        first = self.deliver("1")
+        waiting = [self.deliver(str(n)) for n in range(2, 7)]
+        self.assertEqual(len(self.run.jobs), 1)
         self.run.finish()
         self.assertEqual(first, [None])
-        self.assertEqual(len(self.run.jobs), 2, "the waiting deliveries start together")
+        self.assertEqual(waiting, [[]] * 5)
+        self.assertEqual(len(self.run.jobs), 1, "the waiting deliveries start together")
         self.synced.clear()
-        self.run.finish(1)
-        self.assertEqual(waiting, [[None]] * 4)
-        self.assertEqual(self.synced, [self.maildir / "new"])
         self.run.finish()
-        self.assertEqual(second, [None])
+        self.assertEqual(waiting, [[None]] * 5)
+        self.assertEqual(self.synced, [self.maildir / "new"])
         self.assertEqual(sorted(os.listdir(self.maildir / "new")), [str(n) for n in range(1, 7)])
         self.assertEqual(os.listdir(self.maildir / "tmp"), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_slowBatchOpensAnotherLane(self):
+        """
+        A batch that takes longer than L{LANE_PATIENCE} (a large message, a
+        slow disk) does not hold back the deliveries behind it: they start
+        beside it, up to the number of lanes.
+        """
+        self.deliver("large")
+        behind = self.deliver("small")
+        self.clock.advance(LANE_PATIENCE * 0.9)
+        self.assertEqual(len(self.run.jobs), 1)
+        self.clock.advance(LANE_PATIENCE * 0.2)
+        self.assertEqual(len(self.run.jobs), 2)
+        self.run.finish(1)
+        self.assertEqual(behind, [None])
+        self.deliver("third")
+        self.clock.advance(LANE_PATIENCE * 2)
+        self.assertEqual(len(self.run.jobs), 2)
+        self.deliver("fourth")
+        self.clock.advance(LANE_PATIENCE * 2)
+        self.assertEqual(len(self.run.jobs), 2, "two lanes at most")
+        self.run.finish()
+        self.assertEqual(len(self.run.jobs), 2, "the fourth takes the free lane")
+        self.run.finish()
+        self.run.finish()
+        self.assertEqual(sorted(os.listdir(self.maildir / "new")),
+                         ["fourth", "large", "small", "third"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_failedDeliveryFailsAlone(self):
         """
         A message that cannot be written fails with the guard's error; the
         others of its batch are delivered.
         """
-        self.deliver("busy 1")
-        self.deliver("busy 2")
+        self.deliver("busy")
         good = self.deliver("good")
         bad = self.deliver("bad", fail_with=OSError(28, "No space left on device"))
-        self.run.finish()
         self.run.finish()
         self.run.finish()
         self.assertEqual(good, [None])
@@ -123,18 +151,17 @@ class DeliveryBatchesTests(SynchronousTestCase):
             self.real_fsync_directory(path)
 
         self.patch(files, "fsync_directory", broken)
-        self.deliver("busy 1", other / "new")
-        self.deliver("busy 2", other / "new")
+        self.deliver("busy", other / "new")
         lost = [self.deliver("a"), self.deliver("b")]
         kept = self.deliver("c", other / "new")
-        for _ in range(3):
-            self.run.finish()
+        self.run.finish()
+        self.run.finish()
         for outcome in lost:
             outcome[0].trap(GuardedError)
         self.assertEqual(kept, [None])
         self.assertEqual(os.listdir(self.maildir / "new"), [])
         self.assertEqual(os.listdir(self.maildir / "tmp"), [])
-        self.assertEqual(sorted(os.listdir(other / "new")), ["busy 1", "busy 2", "c"])
+        self.assertEqual(sorted(os.listdir(other / "new")), ["busy", "c"])
 
     def test_threadsUnavailable(self):
         """

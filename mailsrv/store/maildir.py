@@ -1241,7 +1241,7 @@ class MaildirStore:
         self.reactor = reactor
         self._users: dict[str, MaildirUserStore] = {}
         self._inotify = None
-        self.deliveries = DeliveryBatches(run, _disk_errors)
+        self.deliveries = DeliveryBatches(run, _disk_errors, reactor)
 
     def watch(self, directory: Path, callback) -> None:
         """
