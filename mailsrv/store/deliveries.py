@@ -75,8 +75,8 @@ class DeliveryBatches:
         it in C{new}.
 
         @return: a L{Deferred} fired with None once the file and C{new} are
-            fsync'd, or with the failure (the message is then in neither
-            tmp/ nor new/).
+            fsync'd, or with the failure (the message is then taken out of
+            tmp/ and new/ again, unless the disk refuses that too).
         """
         delivery = _Delivery(write, arguments, new)
         self._queued.append(delivery)
