@@ -7,6 +7,8 @@ smuggling).  Blocking clients run in threads so the reactor keeps serving.
 
 from __future__ import annotations
 
+import errno
+import os
 import smtplib
 import socket
 import ssl
@@ -22,6 +24,7 @@ from twisted.trial.unittest import TestCase
 from mailsrv.config import load_settings
 from mailsrv.cred.passwd_file import set_password
 from mailsrv.service import make_service
+from mailsrv.store.interfaces import TemporaryStoreError
 from mailsrv.store.maildir import user_directory
 from tests.server import write_test_config
 from tests.test_passwords import cheap_hash
@@ -549,6 +552,26 @@ class QuotaTests(SMTPTestCase):
         self.assertTrue(text.startswith(b"5.2.2 "), text)
         self.assertEqual(self.inbox(ALICE), [])
         self.assertEqual((await self.in_thread(send, [BOB]))[0], 250)
+
+
+class DiskFullTests(SMTPTestCase):
+    async def test_diskFullIsTemporary(self):
+        """
+        When the store cannot write the message (here: a full disk), the
+        answer is 451 4.3.0, so the client keeps the message and retries;
+        nothing half-written is left in the Maildir (RFC 5321 4.2.5: no 250
+        until the message is safe).
+        """
+        def full(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "fsync", full)
+        refused, noop = await self.in_thread(self.data_outcome, MESSAGE + b".\r\n")
+        self.assertEqual(refused, (451, b"4.3.0 Could not store the message now, try again "
+                                   b"later"))
+        self.assertEqual(noop[0], 250)
+        self.flushLoggedErrors(TemporaryStoreError)
+        self.assertEqual(self.inbox(ALICE), [])
 
 
 class OpenSenderTests(SMTPTestCase):
