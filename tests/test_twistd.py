@@ -216,9 +216,17 @@ class PrivilegeTests(TestCase):
         self.addCleanup(server.stop)
         server.run(expect_roles=("smtp", "pop3s"))
         self.assertEqual(server.ports, {"smtp": ports[0], "pop3s": ports[1]})
-        status = Path(f"/proc/{server.process.pid}/status").read_text()
-        [uids] = [line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")]
-        self.assertEqual(set(uids), {"65534"})
+
+        def uids() -> set[str]:
+            status = Path(f"/proc/{server.process.pid}/status").read_text()
+            [found] = [line.split()[1:] for line in status.splitlines()
+                       if line.startswith("Uid:")]
+            return set(found)
+
+        # The listeners log before twistd sheds root (privilegedStartService
+        # comes first): wait for the switch rather than read the uid at once.
+        wait_for(lambda: uids() != {"0"})
+        self.assertEqual(uids(), {"65534"})
         for path in (data, data / "tls", data / "tls" / "cert.pem", data / "tls" / "key.pem"):
             self.assertEqual((path.stat().st_uid, path.stat().st_gid), (65534, 65534), path)
         check_greetings(self, server.ports, server.ca_path)
