@@ -13,6 +13,7 @@ to the data folder.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -138,6 +139,8 @@ class ListenerSettings:
 class DomainSettings:
     aliases: dict[str, tuple[str, ...]] = _setting({})
     catch_all: str = _setting("", _address)
+    dkim_key: Path | None = _setting(None, path=True)
+    dkim_selector: str = _setting("mailsrv")
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,34 @@ class LimitSettings:
     max_auth_failures: int = _setting(3, _positive)
 
 
+#: Transport security policies for outbound connections.
+TLS_POLICIES = ("none", "opportunistic", "required", "verify")
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """
+    Where mail for one recipient domain goes instead of its MX hosts.
+    """
+
+    host: str = _setting("")
+    port: int = _setting(25, _positive)
+    implicit_tls: bool = _setting(False)
+    tls: str = _setting("opportunistic", _one_of(*TLS_POLICIES))
+    username: str = _setting("")
+    password: str = _setting("")
+
+
+@dataclass(frozen=True)
+class SmarthostSettings(RouteSettings):
+    """
+    The relay that all outbound mail goes through, when set.
+    """
+
+    port: int = _setting(587, _positive)
+    tls: str = _setting("verify", _one_of(*TLS_POLICIES))
+
+
 @dataclass(frozen=True)
 class QueueSettings:
     path: Path = _setting(Path("queue"), path=True)
@@ -205,6 +236,13 @@ class QueueSettings:
     give_up_after: float = _setting(5 * 24 * 3600.0, _positive)
     max_concurrent: int = _setting(20, _positive)
     max_per_destination: int = _setting(5, _positive)
+    connect_timeout: float = _setting(30.0, _positive)
+    command_timeout: float = _setting(300.0, _positive)
+    data_timeout: float = _setting(600.0, _positive)
+    tls: str = _setting("opportunistic", _one_of(*TLS_POLICIES))
+    ca_file: Path | None = _setting(None, path=True)
+    smarthost: SmarthostSettings = _section(SmarthostSettings)
+    routes: dict[str, RouteSettings] = _setting({})
 
 
 @dataclass(frozen=True)
@@ -406,8 +444,37 @@ def _check_together(loader, settings: Settings):
         problem = _address(address) or _not_negative(limit)
         if problem:
             loader.fail(f"store.user_quotas.{address}", problem)
-    if settings.queue.retry_max < settings.queue.retry_first:
-        loader.fail("queue.retry_max", "must not be less than retry_first")
+    _check_queue(loader, settings.queue)
     backend = settings.store.backend
     if backend != "maildir" and not re.fullmatch(r"[\w.]+:[\w.]+", backend):
         loader.fail("store.backend", "expected 'maildir' or 'package.module:factory'")
+
+
+def _check_queue(loader, queue: QueueSettings):
+    if queue.retry_max < queue.retry_first:
+        loader.fail("queue.retry_max", "must not be less than retry_first")
+    if queue.ca_file is not None and not queue.ca_file.is_file():
+        loader.fail("queue.ca_file", f"file not found: {queue.ca_file}")
+    if queue.smarthost.host:
+        problem = _host(queue.smarthost.host)
+        if problem:
+            loader.fail("queue.smarthost.host", problem)
+    for domain, route in queue.routes.items():
+        problem = _hostname(domain) or _host(route.host)
+        if problem:
+            loader.fail(f"queue.routes.{domain}", problem)
+    for key, route in [("queue.smarthost", queue.smarthost)] + [
+            (f"queue.routes.{d}", r) for d, r in queue.routes.items()]:
+        if route.password and not route.username:
+            loader.fail(f"{key}.password", "set username too, or neither")
+
+
+def _host(value):
+    """
+    A host to connect to: a DNS name or an IP address.
+    """
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        return _hostname(value) if value else "expected a host name or an IP address"

@@ -59,7 +59,7 @@ def schema_keys(cls, prefix=""):
 def table_keys(table, prefix=""):
     keys = set()
     for name, value in table.items():
-        if isinstance(value, dict) and name not in ("aliases", "user_quotas"):
+        if isinstance(value, dict) and name not in ("aliases", "user_quotas", "routes"):
             keys |= table_keys(value, f"{prefix}{name}.")
         else:
             keys.add(prefix + name)
