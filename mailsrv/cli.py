@@ -1,5 +1,6 @@
 """
-The C{mailsrv} admin command: users, configuration check, certificates.
+The C{mailsrv} admin command: users, configuration check, certificates,
+DKIM keys.
 
 It finds the configuration and the data folder exactly as C{twistd mailsrv}
 does (same C{--config}/C{--data} options, same environment variables, same
@@ -24,6 +25,7 @@ from mailsrv.cred.passwd_file import (
     set_password,
 )
 from mailsrv.cred.passwords import hash_password
+from mailsrv.queue.dkim import DKIMSigner, check_selector, create_key, txt_record
 from mailsrv.service import server_tls
 from mailsrv.tls import create_self_signed, self_signed_paths
 
@@ -49,16 +51,21 @@ def _read_password(stdin) -> str:
     return password
 
 
+def _local_domain(settings: Settings, domain: str) -> str:
+    domain = domain.lower()
+    if domain not in settings.domains:
+        where = settings.source or "the configuration"
+        raise CommandError(f"{domain} is not a local domain; add "
+                           f"[domains.\"{domain}\"] to {where}")
+    return domain
+
+
 def _account(settings: Settings, address: str) -> str:
     try:
         user = canonical_user(address, settings.default_domain)
     except BadAddress as e:
         raise CommandError(str(e)) from None
-    domain = user.rpartition("@")[2]
-    if domain not in settings.domains:
-        where = settings.source or "the configuration"
-        raise CommandError(f"{domain} is not a local domain; add "
-                           f"[domains.\"{domain}\"] to {where}")
+    _local_domain(settings, user.rpartition("@")[2])
     return user
 
 
@@ -92,6 +99,7 @@ def user_list(settings: Settings, args, stdin, stdout) -> None:
 def config_check(settings: Settings, args, stdin, stdout) -> None:
     if settings.tls.certificate is not None:
         server_tls(settings)
+    DKIMSigner(settings.domains)
     print(f"{settings.source or 'built-in configuration'}: OK", file=stdout)
 
 
@@ -106,6 +114,31 @@ def cert_create(settings: Settings, args, stdin, stdout) -> None:
     except OSError as e:
         raise CommandError(f"{e.filename}: {e.strerror}") from None
     print(f"Wrote {cert} and {key} for {args.hostname}.", file=stdout)
+
+
+def dkim_create(settings: Settings, args, stdin, stdout) -> None:
+    domain = _local_domain(settings, args.domain)
+    problem = check_selector(args.selector)
+    if problem:
+        raise CommandError(f"--selector {args.selector!r}: {problem}")
+    relative = Path("dkim") / f"{domain}.{args.selector}.pem"
+    path = settings.data_dir / relative
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        value = create_key(path, args.bits, replace=args.force)
+    except FileExistsError:
+        raise CommandError(f"{path} already exists; use --force to replace it") from None
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    except OSError as e:
+        raise CommandError(f"{e.filename}: {e.strerror}") from None
+    where = settings.source or "the configuration file"
+    print(f"Wrote a {args.bits}-bit DKIM key to {path}.\n\n"
+          f"Publish this TXT record in the DNS zone of {domain}:\n\n"
+          f"{txt_record(domain, args.selector, value)}\n\n"
+          f"Then add to [domains.\"{domain}\"] in {where}:\n\n"
+          f"dkim_key = \"{relative}\"\n"
+          f"dkim_selector = \"{args.selector}\"", file=stdout)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,6 +179,20 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--key", help="key path (default: DATA/tls/key.pem)")
     create.add_argument("--force", action="store_true", help="replace existing files")
     create.set_defaults(handler=cert_create)
+
+    dkim = commands.add_parser("dkim", help="make DKIM signing keys")
+    create = dkim.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
+        "create", parents=[common], help="write a DKIM key for a local domain and print "
+        "its DNS record")
+    create.add_argument("domain", help="a local domain")
+    create.add_argument("--selector", default="mailsrv",
+                        help="the key's name in the DNS (default: mailsrv)")
+    create.add_argument("--bits", type=int, default=2048,
+                        help="RSA key size, 1024 to 4096 (default: 2048)")
+    create.add_argument("--force", action="store_true",
+                        help="replace an existing key (publish its new record before "
+                        "the server loads it)")
+    create.set_defaults(handler=dkim_create)
     return parser
 
 

@@ -3,16 +3,21 @@ Tests for the C{mailsrv} admin command.
 """
 
 import io
+import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import dkim
 from cryptography import x509
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailsrv.cli import main
+from mailsrv.config import load_settings
 from mailsrv.cred.passwd_file import read_passwd
 from mailsrv.cred.passwords import verify_password
+from mailsrv.queue.dkim import DKIMSigner
 from tests.sourcetree import SOURCE_ROOT, server_environment
 
 
@@ -99,6 +104,75 @@ class CLITests(SynchronousTestCase):
         self.assertIn("already exists; use --force", self.errors())
         self.assertEqual(self.run_cli("cert", "create", "--force", "mx.example.org")[0], 0)
 
+
+    def write_config(self, name: str, text: str) -> Path:
+        config = self.data.parent / name
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(text)
+        return config
+
+    def test_dkimCreate(self):
+        """
+        C{dkim create} writes a key that signs, once configured with the
+        lines it prints, verifiably against the TXT record it prints.
+        """
+        config = self.write_config("dkim.toml", '[domains."example.org"]\n')
+        status, out = self.run_cli("--config", str(config), "dkim", "create", "Example.ORG",
+                                   "--selector", "s1", "--bits", "1024")
+        self.assertEqual(status, 0, self.errors())
+        key = self.data / "dkim" / "example.org.s1.pem"
+        self.assertIn(f"Wrote a 1024-bit DKIM key to {key}.", out)
+        self.assertEqual(stat.S_IMODE(key.stat().st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(key.parent.stat().st_mode), 0o700)
+        record = re.search(r'^s1\._domainkey\.example\.org\. IN TXT \((.*)\)$', out, re.M)
+        self.assertIsNotNone(record, out)
+        value = "".join(re.findall(r'"([^"]*)"', record.group(1))).encode()
+        lines = 'dkim_key = "dkim/example.org.s1.pem"\ndkim_selector = "s1"\n'
+        self.assertIn(f'add to [domains."example.org"] in {config}:\n\n{lines}', out)
+
+        configured = self.write_config("signing.toml", '[domains."example.org"]\n' + lines)
+        settings = load_settings(configured, self.data)
+        message = b"From: alice@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
+        signed = DKIMSigner(settings.domains).signature(message, "alice@example.org") + message
+        records = {b"s1._domainkey.example.org.": value}
+        self.assertTrue(dkim.verify(signed, dnsfunc=lambda name, timeout=5: records.get(name)))
+
+    def test_dkimCreateUnknownDomain(self):
+        """
+        A domain that is not local is refused, and names where to add it.
+        """
+        self.assertEqual(self.run_cli("dkim", "create", "example.com"), (1, ""))
+        self.assertEqual(self.errors(), "mailsrv: example.com is not a local domain; add "
+                         '[domains."example.com"] to the configuration\n')
+        self.assertFalse((self.data / "dkim").exists())
+
+    def test_dkimCreateExisting(self):
+        """
+        An existing key is kept unless C{--force} is given, which replaces it.
+        """
+        self.assertEqual(self.run_cli("dkim", "create", "localhost", "--bits", "1024")[0], 0)
+        key = self.data / "dkim" / "localhost.mailsrv.pem"
+        before = key.read_bytes()
+        self.assertEqual(self.run_cli("dkim", "create", "localhost", "--bits", "1024"), (1, ""))
+        self.assertEqual(self.errors(), f"mailsrv: {key} already exists; use --force to "
+                         "replace it\n")
+        self.assertEqual(key.read_bytes(), before)
+        status, out = self.run_cli("dkim", "create", "localhost", "--bits", "1024", "--force")
+        self.assertEqual(status, 0)
+        self.assertNotEqual(key.read_bytes(), before)
+        self.assertIn(f"Wrote a 1024-bit DKIM key to {key}.", out)
+
+    def test_dkimCreateBadArguments(self):
+        """
+        A selector that is not a DNS name (RFC 6376 section 3.1) or a key
+        size outside 1024..4096 bits (section 3.3.3) is refused.
+        """
+        self.assertEqual(self.run_cli("dkim", "create", "localhost", "--selector", "a/b"),
+                         (1, ""))
+        self.assertIn("--selector 'a/b': expected a selector", self.errors())
+        self.assertEqual(self.run_cli("dkim", "create", "localhost", "--bits", "512"), (1, ""))
+        self.assertIn("1024 to 4096 bits, not 512", self.errors())
+        self.assertEqual(list((self.data / "dkim").glob("*")), [])
 
 class ConsoleScriptTests(SynchronousTestCase):
     def test_passwordFromPipe(self):
