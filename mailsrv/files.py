@@ -41,12 +41,15 @@ def fsync_with_directories(fd: int, directories: Iterable[Path]) -> None:
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o600,
-                     owner: tuple[int, int] | None = None) -> None:
+                     owner: tuple[int, int] | None = None, *,
+                     sync_directory: bool = True) -> None:
     """
     Write C{data} beside C{path}, fsync it, rename it over C{path} and fsync
     the directory.  On failure nothing is left behind.
 
     @param owner: C{(uid, gid)} to give the file (only root may).
+    @param sync_directory: C{False} for a caller that writes several files
+        in one directory and syncs it once for all of them.
     """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
@@ -62,5 +65,6 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600,
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    fsync_directory(path.parent)
+    if sync_directory:
+        fsync_directory(path.parent)
 

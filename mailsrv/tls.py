@@ -1,6 +1,7 @@
 """
 Server TLS: one reloadable context shared by STARTTLS and implicit-TLS
 listeners, and the self-signed certificate a new server starts with.
+Client TLS: the contexts the outbound queue uses, per security policy.
 
 A reload (SIGHUP, or the certificate files changing on disk) swaps the
 context for new connections; connections already open keep theirs.  A
@@ -19,7 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    TLSVersion,
+    optionsForClientTLS,
+    platformTrust,
+    trustRootFromCertificates,
+)
 from zope.interface import implementer
 
 from mailsrv.config import ConfigError
@@ -193,3 +201,25 @@ class ServerTLS:
         if self._signatures() == self._signature:
             return False
         return self.reload()
+
+
+def client_tls(policy: str, hostname: str, ca_file: Path | None = None):
+    """
+    The client side of TLS for an outbound connection to C{hostname}.
+
+    C{"verify"} checks the certificate chain (against C{ca_file}, else the
+    system's trusted CAs) and the name through service-identity; the other
+    policies encrypt without checking, since an MX host's certificate is
+    rarely valid for its name and plain text would be the alternative
+    (RFC 7435, opportunistic security).
+    """
+    if policy != "verify":
+        return CertificateOptions(verify=False)
+    if ca_file is None:
+        trust = platformTrust()
+    else:
+        pem = ca_file.read_bytes()
+        blocks = pem.split(b"-----END CERTIFICATE-----")[:-1]
+        trust = trustRootFromCertificates(
+            [Certificate.loadPEM(block + b"-----END CERTIFICATE-----\n") for block in blocks])
+    return optionsForClientTLS(hostname, trustRoot=trust)

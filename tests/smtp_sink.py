@@ -95,10 +95,13 @@ class SMTPSink:
         self._waiters: list[tuple[int, Deferred]] = []
         self._port = None
 
-    def listen(self) -> int:
+    def listen(self, port: int = 0) -> int:
+        """
+        Listen on 127.0.0.1, on C{port} or a free one; return the port.
+        """
         factory = _SinkFactory()
         factory.sink = self
-        self._port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self._port = self.reactor.listenTCP(port, factory, interface="127.0.0.1")
         return self._port.getHost().port
 
     def stop(self) -> Deferred:
