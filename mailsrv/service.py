@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from twisted.application.internet import TimerService
@@ -25,7 +26,18 @@ from mailsrv.cred.checker import PasswdFileChecker
 from mailsrv.cred.realm import MailRealm
 from mailsrv.cred.throttle import LoginThrottle
 from mailsrv.logs import get_logger, set_level
-from mailsrv.smtp.delivery import RecipientPolicy, SessionDelivery, StoreDelivery
+from mailsrv.queue.bounces import Bouncer
+from mailsrv.queue.client import ClientSettings
+from mailsrv.queue.dkim import DKIMSigner
+from mailsrv.queue.routing import Router
+from mailsrv.queue.runner import QueueRunner
+from mailsrv.queue.spool import Spool
+from mailsrv.smtp.delivery import (
+    RecipientPolicy,
+    SessionDelivery,
+    StoreDelivery,
+    deliver_locally,
+)
 from mailsrv.smtp.server import ROLES as SMTP_ROLES
 from mailsrv.smtp.server import SMTPFactory
 from mailsrv.store import make_store
@@ -240,8 +252,10 @@ def make_service(settings: Settings, *, reactor=None,
     smtp_limiter = ConnectionLimiter(settings.limits.max_connections,
                                      settings.limits.max_connections_per_ip)
     policy = RecipientPolicy(settings, checker.users)
+    queue = make_queue(settings, store, policy, reactor, owner)
+    queue.setServiceParent(service)
     session_delivery = SessionDelivery(
-        make_delivery or (lambda session: StoreDelivery(session, store, policy)))
+        make_delivery or (lambda session: StoreDelivery(session, store, policy, queue)))
     for role in ROLES:
         protocol = PROTOCOL_OF_ROLE[role]
         for description in settings.endpoints(role):
@@ -256,3 +270,37 @@ def make_service(settings: Settings, *, reactor=None,
             endpoint = serverFromString(reactor, description)
             ListenerService(role, description, endpoint, factory).setServiceParent(service)
     return service
+
+
+def make_queue(settings: Settings, store: IMailStore, policy: RecipientPolicy, reactor,
+               owner: tuple[int, int] | None = None) -> QueueRunner:
+    """
+    The outbound queue, with its own disk threads, routing through
+    C{twisted.names} and bounces into the store or back into the queue.
+
+    @raise ConfigError: if another server holds the queue, or a DKIM key
+        cannot be used.
+    """
+    queue_settings = settings.queue
+    spool = Spool(queue_settings.path)
+    try:
+        spool.lock_or_fail()
+        if owner is not None:
+            for path in (spool.path, spool.requests, spool.path / "lock"):
+                os.chown(path, *owner)
+    except OSError as e:
+        raise ConfigError(f"{e.filename}: cannot prepare the queue: {e.strerror}") from None
+    signer = DKIMSigner(settings.domains)
+    disk = ThreadPoolService("mailsrv-queue", 4, reactor)
+    client = ClientSettings(settings.server.hostname, queue_settings.connect_timeout,
+                            queue_settings.command_timeout, queue_settings.data_timeout,
+                            queue_settings.ca_file)
+    router = Router(queue_settings)
+    bouncer = Bouncer(settings.server.hostname, spool, disk.run,
+                      deliver_local=partial(deliver_locally, store, policy),
+                      is_local=lambda address: policy.is_local(address.rpartition("@")[2]),
+                      enqueue=lambda *args, **kwargs: runner.enqueue(*args, **kwargs))
+    runner = QueueRunner(spool, router, queue_settings, client, disk.run, reactor,
+                         bounce=bouncer.bounce, sign=signer.signature)
+    disk.setServiceParent(runner)
+    return runner

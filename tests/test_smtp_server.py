@@ -528,7 +528,7 @@ class SubmissionTests(SMTPTestCase):
         self.assertEqual(forged[:1], (553,))
         self.assertTrue(forged[1].startswith(b"5.7.1 "))
         self.assertEqual(own[0], 250)
-        self.assertEqual(remote[0], 451)
+        self.assertEqual(remote[0], 250)
 
 
 class QuotaTests(SMTPTestCase):

@@ -1,6 +1,7 @@
 """
 Where accepted mail goes: the recipient policy (local users, aliases,
-catch-all, postmaster, no open relay) and delivery into the store.
+catch-all, postmaster, no open relay), delivery into the store, and the
+outbound queue for authenticated users' mail to other domains.
 
 Delivery is Twisted's seam: an L{IMessageDelivery} per transaction, whose
 C{validateTo} returns a factory of L{IMessageSMTP} that receives the lines
@@ -21,7 +22,7 @@ from zope.interface import implementer
 
 from mailsrv.config import Settings
 from mailsrv.logs import get_logger
-from mailsrv.smtp.address import Mailbox
+from mailsrv.smtp.address import Mailbox, parse_mail_from
 from mailsrv.smtp.server import Reply
 from mailsrv.smtp.spool import MessageSpool
 from mailsrv.store.interfaces import IMailStore, OverQuota, StoreError
@@ -169,11 +170,13 @@ class StoreDelivery:
     many RCPTs name it.
     """
 
-    def __init__(self, session, store: IMailStore, policy: RecipientPolicy):
+    def __init__(self, session, store: IMailStore, policy: RecipientPolicy, queue=None):
         self._session = session
         self._store = store
         self._policy = policy
+        self._queue = queue
         self._mailboxes: list[str] = []
+        self._remote: list[str] = []
         self._message: StoreMessage | None = None
         self.sender = ""
         self.queue_id = uuid.uuid4().hex[:16].upper()
@@ -213,9 +216,12 @@ class StoreDelivery:
             mailboxes = await self._policy.mailboxes(recipient)
         elif self._session.account is None:
             raise Reply(554, "5.7.1", "Relay access denied")
+        elif self._queue is None:
+            raise Reply(550, "5.7.1", "This server does not send to other domains")
         else:
-            # Outbound mail is the queue's job, which is not there yet.
-            raise Reply(451, "4.3.2", "Sending to other domains is not available yet")
+            if str(recipient) not in self._remote:
+                self._remote.append(str(recipient))
+            return self._make_message
         new = [m for m in mailboxes if m not in self._mailboxes]
         self._mailboxes.extend(new)
         return self._make_message
@@ -239,15 +245,19 @@ class StoreDelivery:
     async def _deliver(self, spool: MessageSpool, sender: str):
         """
         Store one copy per mailbox, each prefixed with its Return-Path
-        (RFC 5321 4.4).  Any failure fails the whole message, temporarily
-        unless every failure is permanent (such as over quota): the client
-        retries or bounces it, so a recipient that succeeded may get it
-        twice, and none loses it.
+        (RFC 5321 4.4), and queue one for the remote recipients.  Any
+        failure fails the whole message, temporarily unless every failure is
+        permanent (such as over quota): the client retries or bounces it, so
+        a recipient that succeeded may get it twice, and none loses it.
         """
         header = f"Return-Path: <{sender}>\r\n".encode()
-        outcomes = await DeferredList(
-            [maybeDeferred(self._store.deliver, mailbox, spool.open_with_prefix(header))
-             for mailbox in self._mailboxes], consumeErrors=True)
+        steps = [maybeDeferred(self._store.deliver, mailbox, spool.open_with_prefix(header))
+                 for mailbox in self._mailboxes]
+        if self._remote:
+            steps.append(self._queue.enqueue(sender, self._remote, spool.open_with_prefix(b""),
+                                             smtputf8=self._session.smtputf8,
+                                             queue_id=self.queue_id))
+        outcomes = await DeferredList(steps, consumeErrors=True)
         failures = [result for ok, result in outcomes if not ok]
         permanent = [f for f in failures if f.check(StoreError)]
         if permanent and len(permanent) == len(failures):
@@ -259,7 +269,7 @@ class StoreDelivery:
             raise Reply(451, "4.3.0", "Could not store the message now, try again later")
         log.info("Delivered {id} from <{sender}> to {recipients} ({size} octets, peer "
                  "{peer}, tls {tls}, user {user})", id=self.queue_id, sender=sender,
-                 recipients=",".join(self._mailboxes), size=spool.size,
+                 recipients=",".join(self._mailboxes + self._remote), size=spool.size,
                  peer=self._session.peer, tls=self._session.tls_version or "none",
                  user=self._session.account.address if self._session.account else "-")
         return self.queue_id
@@ -323,3 +333,20 @@ class _SharedMessage:
 
     def connectionLost(self):
         pass
+
+
+async def deliver_locally(store: IMailStore, policy: RecipientPolicy, address: str,
+                          message: bytes) -> None:
+    """
+    Store a message that the server itself sends (a bounce) for a local
+    address, wherever its aliases lead.
+
+    @raise LookupError: if the address has no mailbox here.
+    """
+    recipient, _ = parse_mail_from(f"<{address}>", smtputf8_allowed=True)
+    try:
+        mailboxes = await policy.mailboxes(recipient)
+    except Reply as e:
+        raise LookupError(e.text) from None
+    for mailbox in mailboxes:
+        await store.deliver(mailbox, message)
