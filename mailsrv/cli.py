@@ -1,6 +1,6 @@
 """
 The C{mailsrv} admin command: users, configuration check, certificates,
-DKIM keys.
+DKIM keys, the outbound queue.
 
 It finds the configuration and the data folder exactly as C{twistd mailsrv}
 does (same C{--config}/C{--data} options, same environment variables, same
@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
+import re
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from mailsrv.cred.passwd_file import (
 )
 from mailsrv.cred.passwords import hash_password
 from mailsrv.queue.dkim import DKIMSigner, check_selector, create_key, txt_record
+from mailsrv.queue.spool import PENDING, Envelope, Spool
 from mailsrv.service import server_tls
 from mailsrv.tls import create_self_signed, self_signed_paths
 
@@ -141,6 +145,119 @@ def dkim_create(settings: Settings, args, stdin, stdout) -> None:
           f"dkim_selector = \"{args.selector}\"", file=stdout)
 
 
+#: Seconds the queue commands wait for a running server to take a request.
+REQUEST_WAIT = 5.0
+
+_QUEUE_ID = re.compile(r"[A-Za-z0-9]{1,64}")
+
+
+def _queue(settings: Settings) -> Spool:
+    """
+    The queue, writing files as its owner (the server's user when the
+    command runs as root).
+    """
+    path = Path(settings.queue.path)
+    owner = None
+    if os.geteuid() == 0 and path.is_dir():
+        st = path.stat()
+        owner = (st.st_uid, st.st_gid)
+    return Spool(path, owner)
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _queued(spool: Spool, queue_id: str) -> Envelope:
+    if not _QUEUE_ID.fullmatch(queue_id):
+        raise CommandError(f"{queue_id!r} is not a queue ID")
+    try:
+        return spool.read(queue_id)
+    except FileNotFoundError:
+        raise CommandError(f"no message {queue_id} in the queue") from None
+
+
+def queue_list(settings: Settings, args, stdin, stdout) -> None:
+    spool = _queue(settings)
+    envelopes = spool.envelopes() if spool.path.is_dir() else []
+    for envelope in envelopes:
+        print(f"{envelope.id}  {envelope.size:>9}  {_when(envelope.arrival)}  "
+              f"<{envelope.sender}>", file=stdout)
+        for recipient in envelope.pending():
+            last = f": {recipient.reply}" if recipient.reply else ""
+            print(f"    {recipient.address}  (tries {recipient.attempts}, next "
+                  f"{_when(recipient.next_attempt)}){last}", file=stdout)
+    waiting = sum(len(e.pending()) for e in envelopes)
+    print(f"{len(envelopes)} messages, {waiting} recipients waiting.", file=stdout)
+
+
+def queue_show(settings: Settings, args, stdin, stdout) -> None:
+    spool = _queue(settings)
+    envelope = _queued(spool, args.id)
+    print(f"Queue ID: {envelope.id}\nSender: <{envelope.sender}>\n"
+          f"Arrived: {_when(envelope.arrival)}\nSize: {envelope.size}", file=stdout)
+    for r in envelope.recipients:
+        print(f"Recipient: {r.address}\n    state {r.state}, tries {r.attempts}, last "
+              f"{_when(r.last_attempt) if r.last_attempt else '-'}, next "
+              f"{_when(r.next_attempt) if r.state == PENDING else '-'}", file=stdout)
+        if r.reply:
+            print(f"    {r.status} {r.remote_mta or 'local'}: {r.reply}", file=stdout)
+    try:
+        with spool.message_path(envelope.id).open("rb") as f:
+            header = f.read(64 * 1024).split(b"\r\n\r\n", 1)[0]
+    except FileNotFoundError:
+        header = b"(message file missing)"
+    print("\n" + header.decode("utf-8", "replace").replace("\r\n", "\n"), file=stdout)
+
+
+def _request(spool: Spool, action: str, queue_id: str, stdout) -> None:
+    """
+    Ask the running server (it holds the queue's lock) through a file in
+    requests/; without a server, do it here.
+    """
+    spool.prepare()
+    if spool.lock():
+        try:
+            targets = spool.envelopes() if queue_id == "all" else [spool.read(queue_id)]
+            for envelope in targets:
+                if action == "delete":
+                    spool.remove(envelope.id)
+                else:
+                    for recipient in envelope.pending():
+                        recipient.next_attempt = 0.0
+                    spool.save(envelope)
+        finally:
+            spool.unlock()
+        done = "Deleted" if action == "delete" else "Scheduled for the server's next start:"
+        print(f"{done} {queue_id}.", file=stdout)
+        return
+    request = spool.requests / f"{action}-{queue_id}"
+    request.touch()
+    if spool.owner is not None:
+        os.chown(request, *spool.owner)
+    deadline = time.monotonic() + REQUEST_WAIT
+    while request.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if request.exists():
+        print(f"Asked the server to {action} {queue_id}; it has not taken the request yet.",
+              file=stdout)
+    else:
+        print(f"The server took the request to {action} {queue_id}.", file=stdout)
+
+
+def queue_retry(settings: Settings, args, stdin, stdout) -> None:
+    spool = _queue(settings)
+    if args.id:
+        _queued(spool, args.id)
+    _request(spool, "retry", args.id or "all", stdout)
+
+
+def queue_delete(settings: Settings, args, stdin, stdout) -> None:
+    spool = _queue(settings)
+    _queued(spool, args.id)
+    _request(spool, "delete", args.id, stdout)
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS,
@@ -170,6 +287,19 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[common], help="validate a config file as the server would")
     check.add_argument("path", nargs="?", help="config file (default: as the server finds it)")
     check.set_defaults(handler=config_check)
+
+    queue = commands.add_parser("queue", help="look after the outbound queue")
+    queue_commands = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
+    queue_commands.add_parser("list", parents=[common], help="list queued messages").set_defaults(
+        handler=queue_list)
+    for name, handler, summary, optional in (
+        ("show", queue_show, "show a message's envelope, state and headers", False),
+        ("retry", queue_retry, "try again now (every message without an ID)", True),
+        ("delete", queue_delete, "take a message out of the queue, unsent", False),
+    ):
+        sub = queue_commands.add_parser(name, parents=[common], help=summary)
+        sub.add_argument("id", nargs="?" if optional else None, help="queue ID")
+        sub.set_defaults(handler=handler)
 
     cert = commands.add_parser("cert", help="make certificates")
     create = cert.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(

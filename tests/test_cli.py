@@ -13,11 +13,13 @@ import dkim
 from cryptography import x509
 from twisted.trial.unittest import SynchronousTestCase
 
+from mailsrv import cli
 from mailsrv.cli import main
 from mailsrv.config import load_settings
 from mailsrv.cred.passwd_file import read_passwd
 from mailsrv.cred.passwords import verify_password
 from mailsrv.queue.dkim import DKIMSigner
+from mailsrv.queue.spool import DELIVERED, Envelope, QueuedRecipient, Spool
 from tests.sourcetree import SOURCE_ROOT, server_environment
 
 
@@ -173,6 +175,90 @@ class CLITests(SynchronousTestCase):
         self.assertEqual(self.run_cli("dkim", "create", "localhost", "--bits", "512"), (1, ""))
         self.assertIn("1024 to 4096 bits, not 512", self.errors())
         self.assertEqual(list((self.data / "dkim").glob("*")), [])
+
+class QueueCommandTests(SynchronousTestCase):
+    """
+    C{mailsrv queue}: reading the queue, and asking for a retry or a
+    deletion either of the running server or, without one, directly.
+    """
+
+    def setUp(self):
+        self.data = Path(self.mktemp()).absolute()
+        self.patch(sys, "stderr", io.StringIO())
+        self.spool = Spool(self.data / "queue")
+        self.spool.prepare()
+        self.envelope = Envelope("ABC123", "alice@localhost", 1_700_000_000.0, 42, [
+            QueuedRecipient("bob@remote.test", attempts=2, next_attempt=1_900_000_000.0,
+                            reply="451 4.2.1 greylisted", status="4.2.1",
+                            remote_mta="mx.remote.test[192.0.2.1]:25"),
+            QueuedRecipient("carol@remote.test", state=DELIVERED, attempts=1)])
+        self.spool.add(self.envelope, b"Subject: hi\r\nFrom: alice@localhost\r\n\r\nbody\r\n")
+
+    def run_cli(self, *argv) -> tuple[int, str]:
+        out = io.StringIO()
+        status = main(["--data", str(self.data), *argv], stdin=io.StringIO(), stdout=out)
+        return status, out.getvalue()
+
+    def test_list(self):
+        """
+        One line per message and one per recipient still waiting, with its
+        last reply.
+        """
+        status, out = self.run_cli("queue", "list")
+        self.assertEqual(status, 0)
+        lines = out.splitlines()
+        self.assertRegex(lines[0], r"^ABC123 +42  \d{4}-\d\d-\d\d \S+  <alice@localhost>$")
+        self.assertIn("bob@remote.test  (tries 2, next ", lines[1])
+        self.assertTrue(lines[1].endswith(": 451 4.2.1 greylisted"))
+        self.assertEqual(lines[2], "1 messages, 1 recipients waiting.")
+
+    def test_show(self):
+        """
+        Every recipient's state and the message's header section.
+        """
+        status, out = self.run_cli("queue", "show", "ABC123")
+        self.assertEqual(status, 0)
+        self.assertIn("Recipient: carol@remote.test\n    state delivered, tries 1", out)
+        self.assertIn("4.2.1 mx.remote.test[192.0.2.1]:25: 451 4.2.1 greylisted", out)
+        self.assertIn("Subject: hi\nFrom: alice@localhost", out)
+        self.assertNotIn("body", out)
+
+    def test_unknownOrBadID(self):
+        """
+        An ID that is not queued, or not an ID at all (a path), is refused.
+        """
+        self.assertEqual(self.run_cli("queue", "show", "NOPE")[0], 1)
+        self.assertIn("no message NOPE in the queue", sys.stderr.getvalue())
+        self.assertEqual(self.run_cli("queue", "delete", "../users")[0], 1)
+        self.assertIn("is not a queue ID", sys.stderr.getvalue())
+
+    def test_withoutServer(self):
+        """
+        With no server holding the queue, retry reschedules for now and
+        delete removes both files at once.
+        """
+        self.assertEqual(self.run_cli("queue", "retry")[0], 0)
+        self.assertEqual(self.spool.read("ABC123").recipients[0].next_attempt, 0.0)
+        self.assertEqual(self.run_cli("queue", "delete", "ABC123")[0], 0)
+        self.assertEqual(sorted(p.name for p in self.spool.path.glob("ABC123*")), [])
+
+    def test_withServer(self):
+        """
+        While a server holds the queue, the command leaves a request in
+        requests/ for it and does not touch the files itself.
+        """
+        self.patch(cli, "REQUEST_WAIT", 0.2)
+        server = Spool(self.spool.path)
+        self.assertTrue(server.lock())
+        self.addCleanup(server.unlock)
+        status, out = self.run_cli("queue", "retry", "ABC123")
+        self.assertEqual(status, 0)
+        self.assertIn("has not taken the request yet", out)
+        self.run_cli("queue", "delete", "ABC123")
+        self.assertEqual(sorted(p.name for p in self.spool.requests.iterdir()),
+                         ["delete-ABC123", "retry-ABC123"])
+        self.assertTrue(self.spool.envelope_path("ABC123").exists())
+
 
 class ConsoleScriptTests(SynchronousTestCase):
     def test_passwordFromPipe(self):

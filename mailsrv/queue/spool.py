@@ -86,9 +86,14 @@ class Spool:
     one server that delivers from it.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, owner: tuple[int, int] | None = None):
+        """
+        @param owner: C{(uid, gid)} to give the files written, for the admin
+            command run as root beside a server that is not.
+        """
         self.path = path
         self.requests = path / "requests"
+        self.owner = owner
         self._lock_fd: int | None = None
 
     def prepare(self) -> None:
@@ -102,6 +107,8 @@ class Spool:
         @return: whether it was free.
         """
         fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        if self.owner is not None:
+            os.fchown(fd, *self.owner)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -145,7 +152,7 @@ class Spool:
             raise
 
     def save(self, envelope: Envelope) -> None:
-        write_atomically(self.envelope_path(envelope.id), envelope.to_json())
+        write_atomically(self.envelope_path(envelope.id), envelope.to_json(), owner=self.owner)
 
     def remove(self, queue_id: str) -> None:
         """
