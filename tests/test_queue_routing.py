@@ -42,9 +42,9 @@ class FakeAuthority(authority.FileAuthority):
     C{example}: NXDOMAIN for unknown names, an empty answer for missing types.
     """
 
-    def __init__(self):
+    def __init__(self, records=RECORDS):
         common.ResolverBase.__init__(self)
-        self.soa, self.records = SOA, RECORDS
+        self.soa, self.records = SOA, records
 
 
 class BrokenResolver(common.ResolverBase):

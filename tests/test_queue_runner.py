@@ -12,6 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.names import dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailsrv.config import ConfigError, QueueSettings, RouteSettings, SmarthostSettings
@@ -20,6 +21,7 @@ from mailsrv.queue.routing import Router
 from mailsrv.queue.runner import QueueRunner
 from mailsrv.queue.spool import DELIVERED, PENDING, Spool
 from tests.smtp_sink import SMTPSink, sink_tls
+from tests.test_queue_routing import FakeAuthority
 
 MESSAGE = (b"From: Alice <alice@sender.test>\r\nTo: bob@remote.test\r\n"
            b"Subject: hello\r\nMessage-ID: <1@sender.test>\r\n\r\nHi Bob.\r\n")
@@ -485,3 +487,68 @@ class TransportSecurityTests(QueueTestCase):
         self.assertIn("refused our credentials", recipient.reply)
         self.assertEqual(self.secure.received, [])
 
+
+
+class MXDeliveryTests(QueueTestCase):
+    """
+    Delivery by MX records (RFC 5321 5.1), answered by a twisted.names
+    authority fake; the MX port is the sink's, 127.0.0.2 refuses.
+    """
+
+    def mx_runner(self, records) -> QueueRunner:
+        settings = QueueSettings(retry_first=60, retry_max=60)
+        runner = QueueRunner(Spool(self.spool_path), Router(
+            settings, FakeAuthority(records), mx_port=self.port), settings, self.client,
+            run_in_thread, reactor,
+            bounce=lambda envelope, failed: succeed(self.bounces.append(failed)))
+        runner.spool.lock_or_fail()
+        runner.startService()
+        self.addCleanup(runner.stopService)
+        return runner
+
+    async def test_refusingMXThenNext(self):
+        """
+        The preferred MX refuses the connection; the next one gets the mail.
+        """
+        runner = self.mx_runner({
+            b"mx.example": [dns.Record_MX(20, b"backup.mx.example"),
+                            dns.Record_MX(10, b"primary.mx.example")],
+            b"primary.mx.example": [dns.Record_A("127.0.0.2")],
+            b"backup.mx.example": [dns.Record_A("127.0.0.1")],
+        })
+        await runner.enqueue("alice@sender.test", ["bob@mx.example"], MESSAGE)
+        received = await self.sink.wait_for_messages(1)
+        self.assertEqual(received[0].recipients, ["bob@mx.example"])
+
+    async def test_onlyMXRefuses(self):
+        """
+        A domain whose only MX refuses connections keeps its mail queued
+        (a temporary failure), naming the refusal.
+        """
+        runner = self.mx_runner({
+            b"mx.example": [dns.Record_MX(10, b"primary.mx.example")],
+            b"primary.mx.example": [dns.Record_A("127.0.0.2")],
+        })
+        queue_id = await runner.enqueue("alice@sender.test", ["bob@mx.example"], MESSAGE)
+        recipient = runner.envelopes[queue_id].recipients[0]
+        await self.until(lambda: recipient.attempts == 1)
+        self.assertEqual(recipient.state, PENDING)
+        self.assertIn("primary.mx.example[127.0.0.2]", recipient.reply)
+        self.assertIn("refused", recipient.reply)
+
+    async def test_implicitMXAndNullMX(self):
+        """
+        No MX: the domain's own A record takes mail; a null MX (RFC 7505)
+        fails the recipient at once with 5.1.10, without a connection.
+        """
+        runner = self.mx_runner({
+            b"plain.example": [dns.Record_A("127.0.0.1")],
+            b"nullmx.example": [dns.Record_MX(0, b"")],
+        })
+        await runner.enqueue("alice@sender.test", ["bob@plain.example", "eve@nullmx.example"],
+                             MESSAGE)
+        received = await self.sink.wait_for_messages(1)
+        self.assertEqual(received[0].recipients, ["bob@plain.example"])
+        await self.until(lambda: self.bounces)
+        self.assertEqual([(r.address, r.status) for r in self.bounces[0]],
+                         [("eve@nullmx.example", "5.1.10")])

@@ -207,7 +207,9 @@ class QueueRunner(MultiService):
             waiter.callback(None)
 
     def stopService(self):
-        stopped = super().stopService()
+        """
+        Stop sending; what was in flight stays queued for the next start.
+        """
         if self._requests.running:
             self._requests.stop()
         for timer in self._timers.values():
@@ -215,6 +217,7 @@ class QueueRunner(MultiService):
         self._timers.clear()
         for session in list(self._sessions):
             session.abort()
+        stopped = super().stopService()
         self.spool.unlock()
         return stopped
 
@@ -248,18 +251,21 @@ class QueueRunner(MultiService):
         every job of this attempt.
         """
         jobs: dict[str, Job] = {}
+        by_domain: dict[str, list[QueuedRecipient]] = {}
         for recipient in due:
-            domain = recipient.address.rpartition("@")[2]
+            by_domain.setdefault(recipient.address.rpartition("@")[2].lower(),
+                                 []).append(recipient)
+        for domain, recipients in by_domain.items():
             try:
                 destination = await self._router.destination(domain)
             except RoutingError as e:
-                self._record(envelope, [recipient],
+                self._record(envelope, recipients,
                              Outcome(e.text, e.status, permanent=e.permanent))
                 continue
             job = jobs.get(destination.key)
             if job is None:
                 job = jobs[destination.key] = Job(envelope, destination, [])
-            job.recipients.append(recipient)
+            job.recipients.extend(recipients)
         for key, job in jobs.items():
             self._waiting.setdefault(key, deque()).append(job)
         self._dispatch()
