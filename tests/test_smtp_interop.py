@@ -10,6 +10,7 @@ import subprocess
 
 from twisted.trial.unittest import SkipTest
 
+from tests.smtp_sink import SMTPSink
 from tests.test_smtp_server import ALICE, BOB, PASSWORD, SMTPTestCase
 
 BODY = "Subject: interop\r\n\r\nSent by a real client.\r\n"
@@ -64,6 +65,32 @@ class SwaksTests(SMTPTestCase):
         self.assertIn(b"PIPELINING", result.stdout)
         self.assertEqual((len(self.inbox(ALICE)), len(self.inbox(BOB))), (1, 1))
 
+
+
+class SwaksOutboundTests(SMTPTestCase):
+    def setUp(self):
+        self.sink = SMTPSink()
+        self.addCleanup(self.sink.stop)
+        self.config = (f'[queue.routes."elsewhere.example"]\nhost = "127.0.0.1"\n'
+                       f'port = {self.sink.listen()}\ntls = "none"\n')
+        super().setUp()
+
+    async def test_submissionToOtherDomain(self):
+        """
+        swaks, logged in on submission, sends to another domain: the
+        message is queued and relayed to that domain's server.
+        """
+        result = await self.in_thread(
+            run, ["swaks", "--server", "127.0.0.1", "--port", str(self.ports["submission"]),
+                  "--tls", "--auth", "PLAIN", "--auth-user", ALICE, "--auth-password",
+                  PASSWORD, "--from", ALICE, "--to", "someone@elsewhere.example",
+                  "--header", "Subject: swaks out", "--body", "Relayed."])
+        self.assertEqual(result.returncode, 0, result.stdout.decode())
+        [relayed] = await self.sink.wait_for_messages(1)
+        self.assertEqual((relayed.sender, relayed.recipients),
+                         (ALICE, ["someone@elsewhere.example"]))
+        self.assertIn(b"Subject: swaks out", relayed.data)
+        self.assertIn(b"with ESMTPSA id", relayed.data)
 
 class MsmtpTests(SMTPTestCase):
     async def test_implicitTLS(self):
