@@ -30,6 +30,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from mailsrv.tls import ServerTLS
 from tests.server import write_test_certificate
@@ -95,12 +96,18 @@ class SMTPSink:
         self._waiters: list[tuple[int, Deferred]] = []
         self._port = None
 
-    def listen(self, port: int = 0) -> int:
+    def listen(self, port: int = 0, *, implicit_tls: bool = False) -> int:
         """
         Listen on 127.0.0.1, on C{port} or a free one; return the port.
+
+        @param implicit_tls: speak TLS from the first byte (RFC 8314) with
+            the sink's C{tls} context, instead of offering STARTTLS.
         """
         factory = _SinkFactory()
         factory.sink = self
+        factory.implicit_tls = implicit_tls
+        if implicit_tls:
+            factory = TLSMemoryBIOFactory(self.tls, False, factory)
         self._port = self.reactor.listenTCP(port, factory, interface="127.0.0.1")
         return self._port.getHost().port
 
@@ -144,8 +151,12 @@ class _SinkFactory(Factory):
     noisy = False
     sink: SMTPSink
 
+    implicit_tls = False
+
     def buildProtocol(self, addr):
-        return _SinkProtocol(self.sink)
+        protocol = _SinkProtocol(self.sink)
+        protocol.tls = self.implicit_tls
+        return protocol
 
 
 class _SinkProtocol(LineOnlyReceiver):

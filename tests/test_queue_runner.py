@@ -472,6 +472,21 @@ class TransportSecurityTests(QueueTestCase):
         self.assertEqual(received[0].recipients, ["someone@anywhere.example"])
         self.assertTrue(received[0].tls)
 
+    async def test_smarthostImplicitTLS(self):
+        """
+        A smarthost on an implicit-TLS port (RFC 8314, 465) is reached with
+        TLS from the first byte, and its certificate checked.
+        """
+        sink = SMTPSink(tls=self.tls, auth={"relay-user": "relay-secret"})
+        self.addCleanup(sink.stop)
+        settings = QueueSettings(smarthost=SmarthostSettings(
+            host="127.0.0.1", port=sink.listen(implicit_tls=True), implicit_tls=True,
+            username="relay-user", password="relay-secret"))
+        runner = self.runner(settings, ClientSettings("sender.test", ca_file=self.ca))
+        await runner.enqueue("alice@sender.test", ["someone@anywhere.example"], MESSAGE)
+        received = await sink.wait_for_messages(1)
+        self.assertTrue(received[0].tls)
+
     async def test_smarthostWrongPassword(self):
         """
         Credentials the smarthost refuses make the message wait, not bounce.
