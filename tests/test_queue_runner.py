@@ -281,6 +281,23 @@ class DeliveryTests(QueueTestCase):
         self.assertEqual(max(most), 2)
         self.assertEqual(self.sink.sessions, 2)
 
+    async def test_concurrencyInTotal(self):
+        """
+        No more than max_concurrent connections in all, whatever the number
+        of destinations.
+        """
+        routes = {f"d{n}.test": RouteSettings(host="127.0.0.1", port=self.port, tls="none")
+                  for n in range(4)}
+        runner = self.runner(QueueSettings(max_concurrent=2, routes=routes), start=False)
+        for n in range(8):
+            await runner.enqueue("alice@sender.test", [f"user@d{n % 4}.test"], MESSAGE)
+        most = []
+        self.sink.mail_reply = lambda sender: (
+            most.append(len(self.sink.connections)) or (250, "2.1.0 OK"))
+        runner.startService()
+        await self.sink.wait_for_messages(8)
+        self.assertEqual(max(most), 2)
+
     async def test_timeout(self):
         """
         A server that stops answering costs a command timeout and a retry,
