@@ -73,27 +73,32 @@ class Outcome:
 
 class _MessageReader:
     """
-    Reads a queued message in chunks, in a thread, for the client.
+    Reads a queued message in chunks for the client, opening it and reading
+    in a thread: the reactor never waits for the disk.
     """
 
     def __init__(self, path, run):
-        self._file = open(path, "rb")
-        self._left = os.fstat(self._file.fileno()).st_size
+        self._path = path
         self._run = run
+        self._file = None
+        self._left: int | None = None
+
+    def _next_chunk(self) -> bytes:
+        if self._file is None:
+            self._file = open(self._path, "rb")
+            self._left = os.fstat(self._file.fileno()).st_size
+        chunk = self._file.read(CHUNK)
+        self._left = self._left - len(chunk) if chunk else 0
+        return chunk
 
     def read(self) -> Deferred:
-        if self._left <= 0:
+        if self._left == 0:
             return succeed(b"")
-        d = self._run(self._file.read, CHUNK)
-
-        def count(chunk):
-            self._left = self._left - len(chunk) if chunk else 0
-            return chunk
-
-        return d.addCallback(count)
+        return self._run(self._next_chunk)
 
     def close(self):
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 class QueueRunner(MultiService):
