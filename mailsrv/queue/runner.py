@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, succeed
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.task import LoopingCall
 
 from mailsrv.config import QueueSettings
@@ -214,7 +214,9 @@ class QueueRunner(MultiService):
     def stopService(self):
         """
         Stop sending; what was in flight stays queued for the next start.
+        Spool changes already asked for are finished first.
         """
+        Service.stopService(self)
         if self._requests.running:
             self._requests.stop()
         for timer in self._timers.values():
@@ -222,9 +224,14 @@ class QueueRunner(MultiService):
         self._timers.clear()
         for session in list(self._sessions):
             session.abort()
-        stopped = super().stopService()
-        self.spool.unlock()
+        stopped = Deferred.fromCoroutine(self._drain())
+        stopped.addCallback(lambda _: MultiService.stopService(self))
+        stopped.addBoth(lambda result: (self.spool.unlock(), result)[1])
         return stopped
+
+    async def _drain(self) -> None:
+        while self._disk:
+            await DeferredList(list(self._disk.values()))
 
     # Scheduling
 
@@ -314,21 +321,33 @@ class QueueRunner(MultiService):
         """
         Run a spool change in a thread, after the previous change to the
         same message (an older envelope must never overwrite a newer one).
+
+        Once the runner is stopping, new changes are skipped: what is on
+        disk is older, never wrong, and the next start retries from it.
         """
-        previous = self._disk.get(queue_id, succeed(None))
-        d = Deferred()
+        if not self.running:
+            return succeed(None)
+        done = Deferred()
 
-        def run(_):
-            self._run(function, *args).addErrback(
+        def run(result=None):
+            maybeDeferred(self._run, function, *args).addErrback(
                 lambda failure: log.failure("Queue write for {id} failed", failure,
-                                            id=queue_id)).chainDeferred(d)
-            return d
+                                            id=queue_id)).chainDeferred(done)
+            return result
 
-        previous.addCallback(run)
-        self._disk[queue_id] = d
-        d.addBoth(lambda result: (self._disk.get(queue_id) is d
-                                  and self._disk.pop(queue_id), result)[1])
-        return d
+        previous = self._disk.get(queue_id)
+        if previous is None:
+            run()
+        else:
+            previous.addBoth(run)
+        self._disk[queue_id] = done
+        done.addBoth(self._written, queue_id, done)
+        return done
+
+    def _written(self, result, queue_id: str, done: Deferred):
+        if self._disk.get(queue_id) is done:
+            del self._disk[queue_id]
+        return result
 
     def _record(self, envelope: Envelope, recipients: list[QueuedRecipient],
                 outcome: Outcome) -> None:
