@@ -107,6 +107,16 @@ class OutlineTests(SynchronousTestCase):
             depth += 1
         self.assertEqual(depth, summary.MAX_DEPTH)
 
+    def test_eightBitBoundary(self):
+        """
+        RFC 2046 5.1.1 boundaries are 7-bit: an 8-bit one leaves the body one
+        opaque part instead of failing the outline.
+        """
+        data = (b'Content-Type: multipart/mixed; boundary="\xff"\r\n\r\n'
+                b"--\xff\r\n\r\nx\r\n--\xff--\r\n")
+        part = outline(data)
+        self.assertEqual((part.parts, part.body_size), ((), len(data) - part.body_offset))
+
     def test_jsonRoundTrip(self):
         part = outline(MIXED + b"\xff\xfe 8-bit")
         self.assertEqual(loads(dumps(part)), part)

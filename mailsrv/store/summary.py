@@ -107,12 +107,16 @@ def _part(data: bytes, start: int, end: int, depth: int, default_type: str) -> P
             default_type
         if content_type.startswith("multipart/"):
             boundary = message.get_param("boundary")
+            if boundary and not str(boundary).isascii():
+                # RFC 2046 5.1.1: boundaries are 7-bit; an 8-bit one cannot
+                # be matched, so the body stays one opaque part.
+                boundary = None
             if boundary:
                 child_type = ("message/rfc822" if content_type == "multipart/digest"
                               else "text/plain")
                 parts = tuple(_part(data, s, e, depth + 1, child_type)
                               for s, e in _multipart_spans(data, body_offset, end,
-                                                           str(boundary).encode("latin-1")))
+                                                           str(boundary).encode("ascii")))
         elif content_type in ("message/rfc822", "message/global"):
             parts = (_part(data, body_offset, end, depth + 1, "text/plain"),)
     return PartOutline(header, body_offset, body_size, lines, parts)
