@@ -1,0 +1,272 @@
+"""
+Evaluating IMAP SEARCH keys (RFC 3501 6.4.4) against the messages of the
+selected folder.
+
+The session builds one L{Candidate} per message, fills in its header and body
+text only when L{needs_header} / L{needs_body} say the key looks at them, and
+asks L{matches}.  Nothing here touches the store or raises on a broken
+message: a part that cannot be decoded is searched as best it can be, or not
+at all.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from email import message_from_bytes, policy
+from email.errors import HeaderParseError
+from email.header import decode_header
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from mailsrv.store.interfaces import MessageInfo
+
+if TYPE_CHECKING:
+    from mailsrv.imap.parser import SearchKey, SequenceSet
+
+#: How much decoded body text one message contributes to BODY / TEXT at most.
+MAX_BODY_TEXT = 10 * 1024 * 1024
+
+_HEADER_OPS = frozenset({"HEADER", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE"})
+_BODY_OPS = frozenset({"BODY", "TEXT"})
+_FOLD = re.compile(r"\r?\n[ \t]+")
+
+
+@dataclass
+class Candidate:
+    """
+    One message of the selected folder as SEARCH sees it.
+
+    @ivar seq: its message sequence number in this session.
+    @ivar header: the raw top-level header block, when L{needs_header}.
+    @ivar text: L{body_text} of the message, when L{needs_body}.
+    """
+
+    seq: int
+    info: MessageInfo
+    recent: bool
+    header: bytes | None = None
+    text: str | None = None
+
+
+def needs_header(key: SearchKey) -> bool:
+    """
+    Whether evaluating C{key} reads the header block, so that it is only
+    loaded for searches that look at it.
+    """
+    return _uses(key, _HEADER_OPS)
+
+
+def needs_body(key: SearchKey) -> bool:
+    """
+    Whether evaluating C{key} reads the body text: decoding bodies is the
+    expensive part of a search.
+    """
+    return _uses(key, _BODY_OPS)
+
+
+def _uses(key: SearchKey, ops: frozenset[str]) -> bool:
+    if key.op in ops:
+        return True
+    return key.op in ("AND", "OR", "NOT") and any(_uses(child, ops) for child in key.args)
+
+
+def matches(key: SearchKey, candidate: Candidate, *, largest_seq: int, largest_uid: int) -> bool:
+    """
+    Whether C{candidate} satisfies C{key}; "*" in a sequence set stands for
+    C{largest_seq} or C{largest_uid} (RFC 3501 6.4.4, 9 "seq-number").
+    """
+    return _OPS[key.op](key.args, candidate, largest_seq, largest_uid)
+
+
+def _all(args, c, ls, lu):
+    return True
+
+
+def _and(args, c, ls, lu):
+    return all(matches(k, c, largest_seq=ls, largest_uid=lu) for k in args)
+
+
+def _or(args, c, ls, lu):
+    return any(matches(k, c, largest_seq=ls, largest_uid=lu) for k in args)
+
+
+def _not(args, c, ls, lu):
+    return not matches(args[0], c, largest_seq=ls, largest_uid=lu)
+
+
+def _seq(args, c, ls, lu):
+    return _in_set(c.seq, args[0], ls)
+
+
+def _uid(args, c, ls, lu):
+    return _in_set(c.info.uid, args[0], lu)
+
+
+def _flag(args, c, ls, lu):
+    wanted = args[0].casefold()
+    return any(flag.casefold() == wanted for flag in c.info.flags)
+
+
+def _noflag(args, c, ls, lu):
+    return not _flag(args, c, ls, lu)
+
+
+def _recent(args, c, ls, lu):
+    return c.recent
+
+
+def _header(args, c, ls, lu):
+    name, wanted = args[0].upper(), args[1].casefold()
+    return any(wanted in value.casefold() for field, value in _fields(c.header or b"")
+               if field == name)
+
+
+def _body(args, c, ls, lu):
+    return args[0].casefold() in (c.text or "").casefold()
+
+
+def _text(args, c, ls, lu):
+    wanted = args[0].casefold()
+    header = "\n".join(f"{field}: {value}" for field, value in _fields(c.header or b""))
+    return wanted in header.casefold() or _body(args, c, ls, lu)
+
+
+def _internal_date(c: Candidate) -> date:
+    return datetime.fromtimestamp(c.info.internal_date, UTC).date()
+
+
+def _sent_date(c: Candidate) -> date | None:
+    value = next((v for field, v in _fields(c.header or b"") if field == "DATE"), None)
+    if value is None:
+        return None
+    try:
+        return parsedate_to_datetime(value).date()
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+
+
+def _dated(day_of: Callable[[Candidate], date | None], compare: Callable[[date, date], bool]):
+    """
+    A date op: C{compare(message_day, key_day)}; a message without a date
+    never matches.
+    """
+    def op(args, c, ls, lu):
+        day = day_of(c)
+        return day is not None and compare(day, args[0])
+    return op
+
+
+def _larger(args, c, ls, lu):
+    return c.info.size > args[0]
+
+
+def _smaller(args, c, ls, lu):
+    return c.info.size < args[0]
+
+
+# Internal dates are compared in UTC (Dovecot uses the server's local time
+# zone; this server runs in UTC).  SENT* keys use the Date: header's own day,
+# "disregarding time and timezone" (RFC 3501 6.4.4); a message without a
+# parseable Date: never matches them (Dovecot falls back to the internal date).
+_OPS = {
+    "ALL": _all, "AND": _and, "OR": _or, "NOT": _not,
+    "SEQ": _seq, "UID": _uid,
+    "FLAG": _flag, "NOFLAG": _noflag, "RECENT": _recent,
+    "HEADER": _header, "BODY": _body, "TEXT": _text,
+    "BEFORE": _dated(_internal_date, operator.lt),
+    "ON": _dated(_internal_date, operator.eq),
+    "SINCE": _dated(_internal_date, operator.ge),
+    "SENTBEFORE": _dated(_sent_date, operator.lt),
+    "SENTON": _dated(_sent_date, operator.eq),
+    "SENTSINCE": _dated(_sent_date, operator.ge),
+    "LARGER": _larger, "SMALLER": _smaller,
+}
+
+
+def _in_set(number: int, sequence_set: SequenceSet, largest: int) -> bool:
+    starts, ends = _resolved(sequence_set, largest)
+    index = bisect_right(starts, number) - 1
+    return index >= 0 and number <= ends[index]
+
+
+@lru_cache(maxsize=32)
+def _resolved(sequence_set: SequenceSet, largest: int) -> tuple[list[int], list[int]]:
+    """
+    The set's ranges as sorted starts and ends, cached because one search
+    asks once per message.
+    """
+    ranges = sequence_set.resolve(largest)
+    return [lo for lo, _ in ranges], [hi for _, hi in ranges]
+
+
+@lru_cache(maxsize=32)
+def _fields(header: bytes) -> tuple[tuple[str, str], ...]:
+    """
+    The header block's fields as (upper-case name, value) in order, values
+    unfolded (a fold and the whitespace after it become one space, so that
+    a tab-folded subject matches with a space) and RFC 2047 decoded; cached
+    because several keys often read the same header.
+    """
+    try:
+        text = header.decode("utf-8")
+    except UnicodeDecodeError:
+        text = header.decode("latin-1")
+    fields = []
+    for line in _FOLD.sub(" ", text).split("\n"):
+        name, colon, value = line.partition(":")
+        if colon and name.strip():
+            fields.append((name.strip().upper(), _decode_words(value.strip())))
+    return tuple(fields)
+
+
+def _decode_words(value: str) -> str:
+    """
+    A header value with its RFC 2047 encoded words decoded; a word in an
+    unknown charset is read as UTF-8, an undecodable one left as written.
+    """
+    try:
+        chunks = decode_header(value)
+    except HeaderParseError:
+        return value
+    return "".join(_decode(chunk, charset or "raw-unicode-escape") if isinstance(chunk, bytes)
+                   else chunk for chunk, charset in chunks)
+
+
+def _decode(data: bytes, charset: str) -> str:
+    try:
+        return data.decode(charset, "replace")
+    except LookupError:
+        return data.decode("utf-8", "replace")
+
+
+def body_text(message: bytes) -> str:
+    """
+    The text BODY and TEXT search in a whole message: the decoded content of
+    every text/* part, including those of attached messages, joined by
+    newlines.  Other parts (images, archives) are not text, so neither their
+    content nor its base64 is searched.  Capped at L{MAX_BODY_TEXT}.
+    """
+    texts, size = [], 0
+    try:
+        for part in message_from_bytes(message, policy=policy.default).walk():
+            if part.get_content_maintype() != "text":
+                continue
+            payload = part.get_payload(decode=True) or b""
+            charset = part.get_content_charset()
+            # Undeclared or US-ASCII text is often UTF-8 in practice; UTF-8 reads ASCII too.
+            text = _decode(payload, "utf-8" if charset in (None, "us-ascii") else charset)
+            texts.append(text[:MAX_BODY_TEXT - size])
+            size += len(texts[-1])
+            if size >= MAX_BODY_TEXT:
+                break
+    except Exception:
+        # The email package's header parser has crashed on malformed input
+        # before; a search then sees the text found so far.
+        pass
+    return "\n".join(texts)
