@@ -191,6 +191,7 @@ class LimitSettings:
     max_recipients: int = _setting(100, _positive)
     max_line_length: int = _setting(1000, _positive)
     max_literal_size: int = _setting(64 * 1024, _positive)
+    max_command_length: int = _setting(64 * 1024, _positive)
     max_connections: int = _setting(1000, _positive)
     max_connections_per_ip: int = _setting(20, _positive)
     command_timeout: float = _setting(300.0, _positive)

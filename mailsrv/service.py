@@ -25,6 +25,7 @@ from mailsrv.connections import ConnectionLimiter
 from mailsrv.cred.checker import PasswdFileChecker
 from mailsrv.cred.realm import MailRealm
 from mailsrv.cred.throttle import LoginThrottle
+from mailsrv.imap.server import IMAPFactory, RecentClaims
 from mailsrv.logs import get_logger, set_level
 from mailsrv.queue.bounces import Bouncer
 from mailsrv.queue.client import ClientSettings
@@ -256,12 +257,18 @@ def make_service(settings: Settings, *, reactor=None,
     queue.setServiceParent(service)
     session_delivery = SessionDelivery(
         make_delivery or (lambda session: StoreDelivery(session, store, policy, queue)))
+    imap_limiter = ConnectionLimiter(settings.limits.max_connections,
+                                     settings.limits.max_connections_per_ip)
+    recent = RecentClaims()
     for role in ROLES:
         protocol = PROTOCOL_OF_ROLE[role]
         for description in settings.endpoints(role):
             if protocol == "smtp":
                 factory = SMTPFactory(SMTP_ROLES[role], settings, tls, portal, session_delivery,
                                       smtp_limiter)
+            elif protocol == "imap":
+                factory = IMAPFactory(settings, tls, portal, imap_limiter, disk.run,
+                                      implicit_tls=role in IMPLICIT_TLS_ROLES, recent=recent)
             else:
                 factory = unavailable_factory(protocol)
             if role in IMPLICIT_TLS_ROLES and not description.startswith("ssl:"):

@@ -28,9 +28,23 @@ from tests.sourcetree import server_environment
 
 GREETINGS = {
     "smtp": b"220 localhost ESMTP mailsrv\r\n",
-    "imap": b"* BYE [UNAVAILABLE] IMAP service not available yet\r\n",
     "pop3": b"-ERR [SYS/TEMP] POP3 service not available yet\r\n",
 }
+
+_IMAP_GREETING = (b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE %s] "
+                  b"localhost IMAP4rev1 mailsrv ready\r\n")
+
+
+def expected_greeting(role: str) -> bytes:
+    """
+    A listener's greeting: IMAP's says what it offers before login, which
+    differs with and without TLS (RFC 3501 6.2.3 LOGINDISABLED).
+    """
+    if role == "imap":
+        return _IMAP_GREETING % b"STARTTLS LOGINDISABLED"
+    if role == "imaps":
+        return _IMAP_GREETING % b"AUTH=PLAIN"
+    return GREETINGS[PROTOCOL_OF_ROLE[role]]
 
 
 def read_greeting(port: int, tls_context: ssl.SSLContext | None = None) -> bytes:
@@ -70,7 +84,7 @@ class MakeServiceTests(TestCase):
         for role, port in ports.items():
             context = client_tls if role in IMPLICIT_TLS_ROLES else None
             greeting = await deferToThread(read_greeting, port, context)
-            self.assertEqual(greeting, GREETINGS[PROTOCOL_OF_ROLE[role]], role)
+            self.assertEqual(greeting, expected_greeting(role), role)
 
     async def test_selfSignedWhenNoCertificate(self):
         """
@@ -85,7 +99,7 @@ class MakeServiceTests(TestCase):
         [imaps] = [s for s in service.listeners() if s.role == "imaps"]
         context = ssl.create_default_context(cafile=str(cert))
         greeting = await deferToThread(read_greeting, imaps.port.getHost().port, context)
-        self.assertEqual(greeting, GREETINGS["imap"])
+        self.assertEqual(greeting, expected_greeting("imaps"))
 
     async def test_userAddedWhileRunning(self):
         """

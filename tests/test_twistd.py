@@ -18,13 +18,10 @@ from mailsrv.config import IMPLICIT_TLS_ROLES, ROLES
 from mailsrv.tap import _owner
 from tests.server import ServerProcess, wait_for, write_test_certificate, write_test_config
 from tests.sourcetree import server_environment, twistd_command
-from tests.test_service import GREETINGS, read_greeting
+from tests.test_service import GREETINGS, expected_greeting, read_greeting
 
 DEFAULT_PORTS = {"smtp": 2525, "submission": 2587, "submissions": 2465, "imap": 2143,
                  "imaps": 2993, "pop3": 2110, "pop3s": 2995}
-PROTOCOL = {"smtp": "smtp", "submission": "smtp", "submissions": "smtp", "imap": "imap",
-            "imaps": "imap", "pop3": "pop3", "pop3s": "pop3"}
-
 
 def run_twistd(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """
@@ -39,7 +36,7 @@ def check_greetings(testcase, ports, cafile):
     context = ssl.create_default_context(cafile=str(cafile))
     for role, port in ports.items():
         greeting = read_greeting(port, context if role in IMPLICIT_TLS_ROLES else None)
-        testcase.assertEqual(greeting, GREETINGS[PROTOCOL[role]], role)
+        testcase.assertEqual(greeting, expected_greeting(role), role)
 
 
 class EmbeddedDefaultTests(TestCase):
@@ -113,7 +110,7 @@ class ConfiguredServerTests(TestCase):
             read_greeting(server.ports["imaps"], context)
         server.signal(signal.SIGHUP)
         wait_for(lambda: "TLS certificate loaded" in server.log())
-        self.assertEqual(read_greeting(server.ports["imaps"], context), GREETINGS["imap"])
+        self.assertEqual(read_greeting(server.ports["imaps"], context), expected_greeting("imaps"))
 
     def test_changedCertificateFilesArePickedUp(self):
         """
@@ -122,7 +119,7 @@ class ConfiguredServerTests(TestCase):
         server = ServerProcess.start(self, roles=("imaps",), tls_options="check_interval = 0.2")
         context = self.renew_certificate(server)
         wait_for(lambda: "TLS certificate loaded" in server.log())
-        self.assertEqual(read_greeting(server.ports["imaps"], context), GREETINGS["imap"])
+        self.assertEqual(read_greeting(server.ports["imaps"], context), expected_greeting("imaps"))
 
 
 class BadConfigTests(TestCase):

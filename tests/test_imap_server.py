@@ -1,0 +1,397 @@
+"""
+End-to-end tests of the IMAP server with Python's imaplib over STARTTLS
+and implicit TLS, against the real listeners of an in-process server.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import smtplib
+import socket
+import ssl
+import time
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from mailsrv.config import load_settings
+from mailsrv.cred.passwd_file import set_password
+from mailsrv.service import make_service
+from tests.server import write_test_config
+from tests.test_passwords import cheap_hash
+
+ALICE, BOB, PASSWORD = "alice@example.org", "bob@example.org", "wonderland"
+
+MESSAGE = (b"From: Bob <bob@example.org>\r\nTo: Alice <alice@example.org>\r\n"
+           b"Subject: Hello there\r\nMessage-ID: <1@example.org>\r\n"
+           b"Date: Mon, 02 Feb 2026 10:00:00 +0000\r\n\r\n"
+           b"Hi Alice,\r\n.a line starting with a dot\r\n" + b"x" * 996 + b"\r\nBye.\r\n")
+
+
+class IMAPTestCase(TestCase):
+    config = ""
+
+    def setUp(self):
+        directory = Path(self.mktemp()).absolute()
+        config, ca = write_test_config(directory, '[domains."example.org"]\n' + self.config,
+                                       roles=("smtp", "imap", "imaps"))
+        self.ca = ca
+        self.settings = load_settings(config, environ={})
+        self.settings.data_dir.mkdir(parents=True)
+        for user in (ALICE, BOB):
+            set_password(Path(self.settings.auth.passwd_file), user, cheap_hash(PASSWORD),
+                         create=True)
+        service = make_service(self.settings, reactor=reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.ports = {listener.role: listener.port.getHost().port
+                      for listener in service.listeners()}
+
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def in_thread(self, function, *args):
+        return deferToThread(function, *args)
+
+    def deliver(self, message: bytes = MESSAGE, to: str = ALICE) -> None:
+        with smtplib.SMTP("127.0.0.1", self.ports["smtp"]) as client:
+            client.sendmail("bob@example.org", [to], message)
+
+    def login(self, user: str = ALICE, implicit: bool = True) -> imaplib.IMAP4:
+        if implicit:
+            client = imaplib.IMAP4_SSL("127.0.0.1", self.ports["imaps"],
+                                       ssl_context=self.tls(), timeout=20)
+        else:
+            client = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=20)
+            client.starttls(self.tls())
+        client.login(user, PASSWORD)
+        # Cleanups run in the reactor thread, which the server needs.
+        self.addCleanup(deferToThread, _logout, client)
+        return client
+
+    def wait_for_inbox(self, count: int) -> None:
+        """
+        Deliveries get their UID soon after 250 (the store files them).
+        """
+        client = self.login()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if int(client.select("INBOX")[1][0]) >= count:
+                return
+            time.sleep(0.05)
+        raise AssertionError("messages did not arrive")
+
+
+def _logout(client):
+    try:
+        client.logout()
+    except (imaplib.IMAP4.error, OSError):
+        pass
+
+
+class Raw:
+    """
+    A bare socket for exact-response tests.
+    """
+
+    def __init__(self, port: int, context: ssl.SSLContext | None = None):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = context.wrap_socket(sock, server_hostname="localhost") if context else sock
+        self.buffer = b""
+        self.greeting = self.line()
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError(self.buffer)
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def until_tagged(self, tag: bytes) -> list[bytes]:
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(tag + b" "):
+                return lines
+
+    def close(self):
+        self.sock.close()
+
+
+class LoginTests(IMAPTestCase):
+    async def test_plainListenerBeforeTLS(self):
+        """
+        RFC 3501 6.2.3 and 7.2.1: without TLS the server offers STARTTLS and
+        LOGINDISABLED, refuses LOGIN, and after STARTTLS offers AUTH=PLAIN.
+        """
+        def session():
+            raw = Raw(self.ports["imap"])
+            raw.send(b"a CAPABILITY\r\nb LOGIN alice@example.org wonderland\r\n")
+            capability = raw.until_tagged(b"a")
+            login = raw.until_tagged(b"b")
+            raw.close()
+            return raw.greeting, capability, login
+
+        greeting, capability, login = await self.in_thread(session)
+        self.assertIn(b"STARTTLS", greeting)
+        self.assertIn(b"LOGINDISABLED", capability[0])
+        self.assertNotIn(b"AUTH=PLAIN", capability[0])
+        self.assertTrue(login[-1].startswith(b"b NO [PRIVACYREQUIRED]"))
+
+        def starttls():
+            client = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=20)
+            client.starttls(self.tls())
+            capabilities = client.capabilities
+            client.login(ALICE, PASSWORD)
+            client.logout()
+            return capabilities
+
+        capabilities = await self.in_thread(starttls)
+        self.assertIn("AUTH=PLAIN", capabilities)
+        self.assertNotIn("STARTTLS", capabilities)
+
+    async def test_starttlsDiscardsPipelinedCommands(self):
+        """
+        Commands pipelined after STARTTLS in the same packet are not run
+        (RFC 3501 6.2.1; twisted.mail runs them, notes 1.5 #10).
+        """
+        def session():
+            raw = Raw(self.ports["imap"])
+            raw.send(b"a STARTTLS\r\nb NOOP\r\n")
+            answer = raw.until_tagged(b"a")
+            tls = self.tls().wrap_socket(raw.sock, server_hostname="localhost")
+            tls.sendall(b"c NOOP\r\n")
+            data = b""
+            while b"c OK" not in data:
+                data += tls.recv(4096)
+            tls.close()
+            return answer, data
+
+        answer, after = await self.in_thread(session)
+        self.assertEqual(answer, [b"a OK Begin TLS negotiation now"])
+        self.assertNotIn(b"b ", after)
+        self.assertTrue(after.startswith(b"c OK"), after)
+
+    async def test_wrongPassword(self):
+        """
+        A wrong password gets NO [AUTHENTICATIONFAILED] (RFC 5530); too
+        many close the connection.
+        """
+        def session():
+            client = imaplib.IMAP4_SSL("127.0.0.1", self.ports["imaps"],
+                                       ssl_context=self.tls(), timeout=20)
+            errors = []
+            for _ in range(3):
+                try:
+                    client.login(ALICE, "wrong")
+                except imaplib.IMAP4.error as e:
+                    errors.append(str(e))
+                except imaplib.IMAP4.abort as e:
+                    errors.append("abort " + str(e))
+            return errors
+
+        errors = await self.in_thread(session)
+        self.assertIn("[AUTHENTICATIONFAILED]", errors[0])
+
+    async def test_authenticatePlainWithInitialResponse(self):
+        """
+        RFC 4959 SASL-IR: AUTHENTICATE PLAIN with the response on the line.
+        """
+        def session():
+            raw = Raw(self.ports["imaps"], self.tls())
+            token = b"AGFsaWNlQGV4YW1wbGUub3JnAHdvbmRlcmxhbmQ="
+            raw.send(b"a AUTHENTICATE PLAIN " + token + b"\r\n")
+            lines = raw.until_tagged(b"a")
+            raw.close()
+            return lines
+
+        lines = await self.in_thread(session)
+        self.assertRegex(lines[-1], rb"^a OK \[CAPABILITY IMAP4rev1 .*\] Logged in$")
+
+
+class MailboxTests(IMAPTestCase):
+    async def test_fetchDeliveredMessageExactly(self):
+        """
+        A message delivered by SMTP reads back byte for byte (after the
+        Return-Path and Received lines the server adds); BODY[] sets \\Seen
+        and BODY.PEEK[] does not (RFC 3501 6.4.5).
+        """
+        await self.in_thread(self.deliver)
+        await self.in_thread(self.wait_for_inbox, 1)
+
+        def read():
+            client = self.login()
+            client.select("INBOX")
+            _, peeked = client.fetch("1", "(FLAGS BODY.PEEK[])")
+            _, fetched = client.fetch("1", "(BODY[])")
+            _, flags = client.fetch("1", "(FLAGS)")
+            return peeked, fetched, flags
+
+        peeked, fetched, flags = await self.in_thread(read)
+        self.assertNotIn(b"\\Seen", peeked[0][0])
+        self.assertTrue(fetched[0][1].endswith(MESSAGE))
+        self.assertTrue(fetched[0][1].startswith(b"Return-Path: <bob@example.org>\r\n"))
+        self.assertIn(b"\\Seen", flags[0])
+
+    async def test_appendFetchStoreSearch(self):
+        """
+        APPEND answers APPENDUID (RFC 4315); STORE and SEARCH see the flags;
+        UID SEARCH answers UIDs.
+        """
+        def session():
+            client = self.login()
+            _, data = client.append("INBOX", "(\\Flagged)", None, MESSAGE)
+            appended = data[0]
+            client.append("INBOX", None, None, MESSAGE.replace(b"Hello there", b"Other"))
+            client.select("INBOX")
+            flagged = client.search(None, "FLAGGED")[1][0]
+            client.store("2", "+FLAGS", "(\\Seen $Work)")
+            keyword = client.search(None, "KEYWORD", "$Work")[1][0]
+            subject = client.uid("SEARCH", "SUBJECT", "hello")[1][0]
+            unseen = client.search(None, "UNSEEN")[1][0]
+            return appended, flagged, keyword, subject, unseen
+
+        appended, flagged, keyword, subject, unseen = await self.in_thread(session)
+        self.assertRegex(appended, rb"^\[APPENDUID \d+ 1\] APPEND completed$")
+        self.assertEqual(flagged, b"1")
+        self.assertEqual(keyword, b"2")
+        self.assertEqual(subject, b"1")
+        self.assertEqual(unseen, b"1")
+
+    async def test_copyAndMove(self):
+        """
+        COPY answers COPYUID (RFC 4315); MOVE sends COPYUID untagged, then
+        EXPUNGE (RFC 6851 4.3).
+        """
+        def session():
+            raw = Raw(self.ports["imaps"], self.tls())
+            raw.send(b"a LOGIN alice@example.org wonderland\r\n")
+            raw.until_tagged(b"a")
+            for n in range(3):
+                raw.send(b"b%d APPEND INBOX {%d+}\r\n" % (n, len(MESSAGE)) + MESSAGE + b"\r\n")
+                raw.until_tagged(b"b%d" % n)
+            raw.send(b"c SELECT INBOX\r\nd COPY 1:2 Archive\r\ne MOVE 2:3 Trash\r\n")
+            raw.until_tagged(b"c")
+            copy = raw.until_tagged(b"d")
+            move = raw.until_tagged(b"e")
+            raw.close()
+            return copy, move
+
+        copy, move = await self.in_thread(session)
+        self.assertRegex(copy[-1], rb"^d OK \[COPYUID \d+ 1:2 1:2\] COPY completed$")
+        self.assertRegex(move[0], rb"^\* OK \[COPYUID \d+ 2:3 1:2\]")
+        self.assertEqual(move[1:3], [b"* 3 EXPUNGE", b"* 2 EXPUNGE"])
+        self.assertEqual(move[-1], b"e OK MOVE completed")
+
+    async def test_listSpecialUseAndStatus(self):
+        """
+        A new user has the special-use folders (RFC 6154); LIST shows them
+        with \\HasNoChildren; STATUS counts messages.
+        """
+        def session():
+            client = self.login()
+            client.append("INBOX", None, None, MESSAGE)
+            listed = client.list()[1]
+            client.create("Projects.2026")
+            children = client.list('""', "Projects*")[1]
+            status = client.status("INBOX", "(MESSAGES UNSEEN UIDNEXT)")[1]
+            return listed, children, status
+
+        listed, children, status = await self.in_thread(session)
+        self.assertIn(b'(\\HasNoChildren \\Sent) "." Sent', listed)
+        self.assertIn(b'(\\HasNoChildren) "." INBOX', listed)
+        self.assertIn(b'(\\HasChildren) "." Projects', children)
+        self.assertIn(b'(\\HasNoChildren) "." Projects.2026', children)
+        self.assertEqual(status, [b"INBOX (MESSAGES 1 UNSEEN 1 UIDNEXT 2)"])
+
+    async def test_expungeSeenByOtherSession(self):
+        """
+        RFC 3501 7.4.1: an EXPUNGE in one session reaches the other at its
+        next NOOP, with the sequence number it knows.
+        """
+        def session():
+            first, second = self.login(), self.login()
+            for _ in range(3):
+                first.append("INBOX", None, None, MESSAGE)
+            first.select("INBOX")
+            second.select("INBOX")
+            second.store("2", "+FLAGS", "\\Deleted")
+            second.expunge()
+            first.noop()
+            return first.untagged_responses.get("EXPUNGE"), first.fetch("2", "(UID)")[1]
+
+        expunged, fetched = await self.in_thread(session)
+        self.assertEqual(expunged, [b"2"])
+        self.assertEqual(fetched, [b"2 (UID 3)"])
+
+    async def test_idleSeesDelivery(self):
+        """
+        RFC 2177: a message delivered by SMTP reaches an idling session.
+        """
+        def session():
+            raw = Raw(self.ports["imaps"], self.tls())
+            raw.send(b"a LOGIN alice@example.org wonderland\r\nb SELECT INBOX\r\nc IDLE\r\n")
+            raw.until_tagged(b"b")
+            self.assertEqual(raw.line(), b"+ idling")
+            self.deliver()
+            started = time.monotonic()
+            lines = [raw.line(), raw.line()]
+            waited = time.monotonic() - started
+            raw.send(b"DONE\r\n")
+            lines += raw.until_tagged(b"c")
+            raw.close()
+            return lines, waited
+
+        lines, waited = await self.in_thread(session)
+        self.assertEqual(lines[:2], [b"* 1 EXISTS", b"* 1 RECENT"])
+        self.assertEqual(lines[-1], b"c OK IDLE terminated")
+        self.assertLess(waited, 5)
+
+
+class LimitTests(IMAPTestCase):
+    config = "[limits]\nmax_message_size = 1000\nmax_command_length = 200\n"
+
+    async def test_appendTooBig(self):
+        """
+        An APPEND over the size limit is refused before the literal is sent
+        ([TOOBIG], RFC 5530); the session goes on.
+        """
+        def session():
+            raw = Raw(self.ports["imaps"], self.tls())
+            raw.send(b"a LOGIN alice@example.org wonderland\r\n")
+            raw.until_tagged(b"a")
+            raw.send(b"b APPEND INBOX {5000}\r\n")
+            refused = raw.until_tagged(b"b")
+            raw.send(b"c NOOP\r\n")
+            after = raw.until_tagged(b"c")
+            raw.close()
+            return refused, after
+
+        refused, after = await self.in_thread(session)
+        self.assertTrue(refused[-1].startswith(b"b NO [TOOBIG]"), refused)
+        self.assertEqual(after[-1], b"c OK NOOP completed")
+
+    async def test_lineTooLong(self):
+        """
+        A command line over max_command_length is answered BAD with its
+        tag, and the next command works.
+        """
+        def session():
+            raw = Raw(self.ports["imaps"], self.tls())
+            raw.send(b"a NOOP " + b"x" * 300 + b"\r\nb NOOP\r\n")
+            lines = raw.until_tagged(b"b")
+            raw.close()
+            return lines
+
+        lines = await self.in_thread(session)
+        self.assertTrue(lines[0].startswith(b"a BAD Line too long"), lines)
+        self.assertEqual(lines[-1], b"b OK NOOP completed")
+
