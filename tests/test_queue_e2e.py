@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import imaplib
 import signal
 import smtplib
 import socket
@@ -108,9 +109,23 @@ class TwoMailsrvTests(OutboundTestCase):
     def sender(self, extra: str = "", tls: str = "verify"):
         settings, ports, ca = self.server(
             "sender.test", ALICE, extra + self.sender_config(
-                self.receiver_port, tls, self.receiver_ca), roles=("submission",))
-        self.sender_settings, self.sender_ca = settings, ca
+                self.receiver_port, tls, self.receiver_ca), roles=("submission", "imaps"))
+        self.sender_settings, self.sender_ca, self.sender_ports = settings, ca, ports
         return ports["submission"]
+
+    def read_over_imap(self) -> list[bytes]:
+        """
+        Alice's INBOX at the sending server, read with imaplib (in a thread).
+        """
+        client = imaplib.IMAP4_SSL("127.0.0.1", self.sender_ports["imaps"], timeout=20,
+                                   ssl_context=ssl.create_default_context(
+                                       cafile=str(self.sender_ca)))
+        try:
+            client.login(ALICE, PASSWORD)
+            count = int(client.select("INBOX")[1][0])
+            return [client.fetch(str(n), "(BODY.PEEK[])")[1][0][1] for n in range(1, count + 1)]
+        finally:
+            client.logout()
 
     async def test_deliveredWithVerifiedStartTLS(self):
         """
@@ -133,14 +148,15 @@ class TwoMailsrvTests(OutboundTestCase):
         """
         A 550 from the far end produces one RFC 3464 bounce in the sender's
         own mailbox, with a message/delivery-status part naming the
-        recipient and the reply.  (Reading it over IMAP joins this test when
-        the IMAP server lands; here it is read from the Maildir.)
+        recipient and the reply, read over IMAP.
         """
         port = self.sender()
         await self.submit(port, self.sender_ca, ["nobody@remote.test"], message())
         await self.until(lambda: inbox(self.sender_settings, ALICE))
-        bounces = inbox(self.sender_settings, ALICE)
+        await self.until(lambda: not queue_files(self.sender_settings.data_dir))
+        bounces = await deferToThread(self.read_over_imap)
         self.assertEqual(len(bounces), 1)
+        self.assertEqual(bounces, inbox(self.sender_settings, ALICE))
         self.assertTrue(bounces[0].startswith(b"Return-Path: <>\r\n"))
         report = email.message_from_bytes(bounces[0], policy=email.policy.default)
         self.assertEqual(report.get_content_type(), "multipart/report")
@@ -155,7 +171,6 @@ class TwoMailsrvTests(OutboundTestCase):
         self.assertIn(b"Status: 5.1.1", status)
         self.assertIn(b"Diagnostic-Code: smtp; 550 5.1.1", status)
         self.assertIn(b"Subject: test 1", list(report.iter_parts())[2].as_bytes())
-        await self.until(lambda: not queue_files(self.sender_settings.data_dir))
         self.assertEqual(inbox(self.receiver, BOB), [])
 
     async def test_dkimSignatureVerifies(self):
