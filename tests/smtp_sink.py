@@ -72,7 +72,7 @@ class SMTPSink:
     C{mail_reply(sender)}, C{rcpt_reply(address, attempt)} and
     C{data_reply(message, attempt)} choose each reply; attempts count from 1
     across sessions (per address for RCPT).  Only a 2xx to DATA adds the
-    message to C{received}.
+    message to C{received}; a C{data_reply} of L{None} never answers.
     """
 
     def __init__(self, reactor=None, tls=None, auth: dict[str, str] | None = None):
@@ -375,7 +375,12 @@ class _SinkProtocol(LineOnlyReceiver):
                                   self.helo, self.mail_parameters)
         self.reset()
         self.sink.data_attempts += 1
-        code, text = self.sink.data_reply(message, self.sink.data_attempts)
+        reply = self.sink.data_reply(message, self.sink.data_attempts)
+        if reply is None:
+            # Never answer the end of data (to test the client's timeout).
+            self.handler = lambda line: None
+            return
+        code, text = reply
         self.reply(code, text)
         if 200 <= code < 300:
             self.sink._deliver(message)

@@ -313,6 +313,20 @@ class DeliveryTests(QueueTestCase):
         self.assertIn("no reply within 0.3 seconds", recipient.reply)
 
 
+class DataTimeoutTests(QueueTestCase):
+    async def test_noReplyToEndOfData(self):
+        """
+        RFC 5321 4.5.3.2.6: a server that never answers the final "." costs
+        data_timeout, then the message is tried again.
+        """
+        self.sink.data_reply = lambda message, attempt: None if attempt == 1 else (250, "OK")
+        client = ClientSettings("sender.test", command_timeout=5, data_timeout=0.3)
+        runner = self.runner(client=client)
+        await runner.enqueue("alice@sender.test", ["bob@remote.test"], MESSAGE)
+        await self.sink.wait_for_messages(1)
+        self.assertEqual(self.sink.data_attempts, 2)
+
+
 class RestartTests(QueueTestCase):
     async def test_restartDeliversTheQueue(self):
         """
