@@ -395,3 +395,97 @@ class LimitTests(IMAPTestCase):
         self.assertTrue(lines[0].startswith(b"a BAD Line too long"), lines)
         self.assertEqual(lines[-1], b"b OK NOOP completed")
 
+
+
+class ExactResponseTests(IMAPTestCase):
+    """
+    The responses clients get wrong most easily, compared line by line.
+    """
+
+    def raw_session(self, messages: int = 0) -> Raw:
+        raw = Raw(self.ports["imaps"], self.tls())
+        self.addCleanup(raw.close)
+        raw.send(b"l LOGIN alice@example.org wonderland\r\n")
+        raw.until_tagged(b"l")
+        for n in range(messages):
+            raw.send(b"a%d APPEND INBOX (\\Deleted) {%d+}\r\n" % (n, len(MESSAGE)) + MESSAGE
+                     + b"\r\n")
+            raw.until_tagged(b"a%d" % n)
+        raw.send(b"s SELECT INBOX\r\n")
+        raw.until_tagged(b"s")
+        return raw
+
+    async def test_expungeReachesIdlingSession(self):
+        """
+        RFC 2177 and RFC 3501 7.4.1: an EXPUNGE made by another session is
+        told to an idling one at once, with its sequence number.
+        """
+        def session():
+            idler = self.raw_session(messages=3)
+            idler.send(b"i IDLE\r\n")
+            idling = idler.line()
+            other = self.raw_session()
+            other.send(b"e UID EXPUNGE 2\r\n")
+            other_lines = other.until_tagged(b"e")
+            told = idler.line()
+            idler.send(b"DONE\r\n")
+            return idling, other_lines, told, idler.until_tagged(b"i")
+
+        idling, other_lines, told, done = await self.in_thread(session)
+        self.assertEqual(idling, b"+ idling")
+        self.assertEqual(other_lines, [b"* 2 EXPUNGE", b"e OK EXPUNGE completed"])
+        self.assertEqual(told, b"* 2 EXPUNGE")
+        self.assertEqual(done, [b"i OK IDLE terminated"])
+
+    async def test_uidExpungeOnlyTheGivenUIDs(self):
+        """
+        RFC 4315 2.1: UID EXPUNGE removes only the \\Deleted messages of the
+        set; the EXPUNGE responses renumber as they go.
+        """
+        def session():
+            raw = self.raw_session(messages=4)
+            raw.send(b"e UID EXPUNGE 2:3\r\nf FETCH 1:* (UID)\r\n")
+            return raw.until_tagged(b"e"), raw.until_tagged(b"f")
+
+        expunged, fetched = await self.in_thread(session)
+        self.assertEqual(expunged, [b"* 3 EXPUNGE", b"* 2 EXPUNGE", b"e OK EXPUNGE completed"])
+        self.assertEqual(fetched, [b"* 1 FETCH (UID 1)", b"* 2 FETCH (UID 4)",
+                                   b"f OK FETCH completed"])
+
+    async def test_copyUIDRanges(self):
+        """
+        RFC 4315 3: COPYUID names the source and destination UIDs as
+        compact sets, in matching order.
+        """
+        def session():
+            raw = self.raw_session(messages=4)
+            raw.send(b"c UID COPY 1,3:4 Archive\r\n")
+            return raw.until_tagged(b"c")
+
+        [copied] = await self.in_thread(session)
+        self.assertRegex(copied, rb"^c OK \[COPYUID \d+ 1,3:4 1:3\] COPY completed$")
+
+    async def test_noExpungeDuringFetchBySequence(self):
+        """
+        RFC 3501 7.4.1: an expunge made elsewhere is not told while
+        answering FETCH by sequence number, but at the next NOOP.  What is
+        still known of the gone message is given (RFC 2180 4.1.1); what
+        would need its file gets NO [EXPUNGEISSUED] (RFC 5530).
+        """
+        def session():
+            first = self.raw_session(messages=3)
+            other = self.raw_session()
+            other.send(b"e UID EXPUNGE 1\r\n")
+            other.until_tagged(b"e")
+            time.sleep(0.3)  # the change notice reaches the first session
+            first.send(b"f FETCH 1:3 (UID)\r\ng FETCH 1:2 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])"
+                       b"\r\nn NOOP\r\n")
+            return first.until_tagged(b"f"), first.until_tagged(b"g"), first.until_tagged(b"n")
+
+        fetched, headers, noop = await self.in_thread(session)
+        self.assertEqual(fetched, [b"* 1 FETCH (UID 1)", b"* 2 FETCH (UID 2)",
+                                   b"* 3 FETCH (UID 3)", b"f OK FETCH completed"])
+        self.assertEqual(headers, [
+            b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {24}", b"Subject: Hello there",
+            b"", b")", b"g NO [EXPUNGEISSUED] Some of the messages no longer exist"])
+        self.assertEqual(noop, [b"* 1 EXPUNGE", b"n OK NOOP completed"])

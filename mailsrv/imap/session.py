@@ -640,6 +640,7 @@ class Session:
             i.section is not None and not i.section.peek for i in items)
         wants_outline = any(i.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY")
                             or i.section is not None for i in items)
+        gone = []
         for start in range(0, len(uids), FETCH_BATCH):
             batch = uids[start:start + FETCH_BATCH]
             if marks_seen:
@@ -651,11 +652,18 @@ class Session:
             outlines = await self.account.store.outlines(view.name, batch) \
                 if wants_outline else {}
             for uid in batch:
-                if uid not in view.info:
+                if uid not in view.info or (wants_outline and uid not in outlines):
+                    gone.append(uid)
                     continue
-                self.write(await self._fetch_one(uid, items, outlines.get(uid),
-                                                 marks_seen))
+                try:
+                    self.write(await self._fetch_one(uid, items, outlines.get(uid),
+                                                     marks_seen))
+                except KeyError:
+                    gone.append(uid)
             self._protocol.flush()
+        if gone:
+            # RFC 2180 4.1.2, RFC 5530: expunged elsewhere, not yet told.
+            raise No("Some of the messages no longer exist", "EXPUNGEISSUED")
         return "FETCH completed"
 
     async def _fetch_one(self, uid: int, items, outline, marks_seen: bool) -> bytes:
