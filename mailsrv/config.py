@@ -194,6 +194,7 @@ class LimitSettings:
     max_command_length: int = _setting(64 * 1024, _positive)
     max_connections: int = _setting(1000, _positive)
     max_connections_per_ip: int = _setting(20, _positive)
+    max_connections_per_user: int = _setting(20, _positive)
     command_timeout: float = _setting(300.0, _positive)
     data_timeout: float = _setting(600.0, _positive)
     idle_timeout: float = _setting(1800.0, _positive)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -259,7 +260,7 @@ def make_service(settings: Settings, *, reactor=None,
         make_delivery or (lambda session: StoreDelivery(session, store, policy, queue)))
     imap_limiter = ConnectionLimiter(settings.limits.max_connections,
                                      settings.limits.max_connections_per_ip)
-    recent = RecentClaims()
+    recent, imap_sessions = RecentClaims(), Counter()
     for role in ROLES:
         protocol = PROTOCOL_OF_ROLE[role]
         for description in settings.endpoints(role):
@@ -268,7 +269,8 @@ def make_service(settings: Settings, *, reactor=None,
                                       smtp_limiter)
             elif protocol == "imap":
                 factory = IMAPFactory(settings, tls, portal, imap_limiter, disk.run,
-                                      implicit_tls=role in IMPLICIT_TLS_ROLES, recent=recent)
+                                      implicit_tls=role in IMPLICIT_TLS_ROLES, recent=recent,
+                                      sessions=imap_sessions)
             else:
                 factory = unavailable_factory(protocol)
             if role in IMPLICIT_TLS_ROLES and not description.startswith("ssl:"):

@@ -66,9 +66,9 @@ class IMAPTestCase(TestCase):
         else:
             client = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=20)
             client.starttls(self.tls())
-        client.login(user, PASSWORD)
         # Cleanups run in the reactor thread, which the server needs.
         self.addCleanup(deferToThread, _logout, client)
+        client.login(user, PASSWORD)
         return client
 
     def wait_for_inbox(self, count: int) -> None:
@@ -312,6 +312,27 @@ class MailboxTests(IMAPTestCase):
         self.assertIn(b'(\\HasNoChildren) "." Projects.2026', children)
         self.assertEqual(status, [b"INBOX (MESSAGES 1 UNSEEN 1 UIDNEXT 2)"])
 
+    async def test_recent(self):
+        """
+        RFC 3501 2.3.2: a new message is \\Recent in the first session that
+        selects the folder only; STATUS counts it until then.
+        """
+        def session():
+            first, second = self.login(), self.login()
+            first.append("INBOX", None, None, MESSAGE)
+            status = first.status("INBOX", "(RECENT)")[1]
+            first.select("INBOX")
+            recent_first = first.untagged_responses.get("RECENT")
+            second.select("INBOX")
+            return status, recent_first, second.untagged_responses.get("RECENT"), \
+                second.status("INBOX", "(RECENT)")[1]
+
+        status, recent_first, recent_second, status_after = await self.in_thread(session)
+        self.assertEqual(status, [b"INBOX (RECENT 1)"])
+        self.assertEqual(recent_first, [b"1"])
+        self.assertEqual(recent_second, [b"0"])
+        self.assertEqual(status_after, [b"INBOX (RECENT 0)"])
+
     async def test_expungeSeenByOtherSession(self):
         """
         RFC 3501 7.4.1: an EXPUNGE in one session reaches the other at its
@@ -357,7 +378,30 @@ class MailboxTests(IMAPTestCase):
 
 
 class LimitTests(IMAPTestCase):
-    config = "[limits]\nmax_message_size = 1000\nmax_command_length = 200\n"
+    config = ("[limits]\nmax_message_size = 1000\nmax_command_length = 200\n"
+              "max_connections_per_user = 2\n")
+
+    async def test_sessionsPerUser(self):
+        """
+        A third session of one user is refused with NO [LIMIT] (RFC 5530);
+        once one ends, a new one may log in; other users are not counted.
+        """
+        def session():
+            first, _ = self.login(), self.login()
+            try:
+                self.login()
+            except imaplib.IMAP4.error as e:
+                refused = str(e)
+            else:
+                refused = None
+            self.login(BOB)
+            first.logout()
+            time.sleep(0.2)
+            self.login()
+            return refused
+
+        refused = await self.in_thread(session)
+        self.assertIn("[LIMIT]", refused)
 
     async def test_appendTooBig(self):
         """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections import Counter
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
@@ -319,13 +320,15 @@ class IMAPFactory(Factory):
     The sessions of the IMAP listeners.
 
     @param run: runs blocking reads of large messages in a thread.
+    @param recent: the L{RecentClaims} shared by all IMAP listeners.
+    @param sessions: logged-in sessions per user, shared likewise.
     """
 
     protocol = IMAPServer
     noisy = False
 
     def __init__(self, settings: Settings, tls, portal, limiter: ConnectionLimiter, run, *,
-                 implicit_tls: bool = False, recent=None):
+                 implicit_tls: bool = False, recent=None, sessions=None):
         self.settings = settings
         self.tls = tls
         self.portal = portal
@@ -333,6 +336,7 @@ class IMAPFactory(Factory):
         self.run = run
         self.implicit_tls = implicit_tls
         self.recent = recent if recent is not None else RecentClaims()
+        self.sessions = sessions if sessions is not None else Counter()
 
 
 class RecentClaims:
@@ -344,6 +348,13 @@ class RecentClaims:
 
     def __init__(self):
         self._claimed: dict[tuple[str, str, int], int] = {}
+
+    def count(self, user: str, folder: str, uidvalidity: int, uids) -> int:
+        """
+        How many of C{uids} nobody has been shown yet (STATUS RECENT).
+        """
+        last = self._claimed.get((user, folder, uidvalidity), 0)
+        return sum(1 for uid in uids if uid > last)
 
     def claim(self, user: str, folder: str, uidvalidity: int, uids) -> set[int]:
         """

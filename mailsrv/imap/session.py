@@ -197,6 +197,11 @@ class Session:
 
     def connection_lost(self) -> None:
         self._unselect()
+        if self.account is not None:
+            sessions = self._factory.sessions
+            sessions[self.account.address] -= 1
+            if sessions[self.account.address] <= 0:
+                del sessions[self.account.address]
         if self._idling is not None:
             self._idling = None
 
@@ -325,6 +330,10 @@ class Session:
                 self.untagged("BYE Too many failed logins")
                 self._protocol.close()
             raise No("Authentication failed", "AUTHENTICATIONFAILED") from None
+        sessions = self._factory.sessions
+        if sessions[account.address] >= self._settings.limits.max_connections_per_user:
+            raise No("Too many sessions for this user; close one and try again", "LIMIT")
+        sessions[account.address] += 1
         self.account = account
         self._protocol.authenticated()
         log.info("IMAP login {user} from {peer}", user=account.address,
@@ -476,8 +485,12 @@ class Session:
             raise No(f"No folder {name}", "NONEXISTENT") from None
         values = {"MESSAGES": status.messages, "UIDNEXT": status.uidnext,
                   "UIDVALIDITY": status.uidvalidity, "UNSEEN": status.unseen,
-                  "SIZE": status.size, "HIGHESTMODSEQ": status.highest_modseq,
-                  "RECENT": 0}
+                  "SIZE": status.size, "HIGHESTMODSEQ": status.highest_modseq}
+        if "RECENT" in items:
+            snapshot = await self.account.store.snapshot(name)
+            values["RECENT"] = self._factory.recent.count(
+                self.account.address, snapshot.name, snapshot.uidvalidity,
+                [m.uid for m in snapshot.messages])
         pairs = " ".join(f"{item} {values[item]}" for item in items)
         self.untagged(b"STATUS " + encoding.mailbox(status.name) + f" ({pairs})".encode())
         return "STATUS completed"
