@@ -17,7 +17,7 @@ import bisect
 import re
 
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from zope.interface import implementer
 
 from mailsrv import __version__
@@ -155,6 +155,7 @@ class Session:
         self._errors = 0
         self._auth_failures = 0
         self._idling: Deferred | None = None
+        self._refreshing = DeferredLock()
 
     # Plumbing
 
@@ -532,15 +533,19 @@ class Session:
     async def refresh(self) -> None:
         """
         Tell the client what changed elsewhere: EXPUNGE, EXISTS, RECENT and
-        FETCH FLAGS, from a fresh snapshot compared with the view.
+        FETCH FLAGS, from a fresh snapshot compared with the view.  One
+        refresh at a time (an idling session may be told twice at once).
         """
-        view = self.view
-        if view is None:
-            return
-        view.stale = False
-        snapshot = await self.account.store.snapshot(view.name)
-        if self.view is not view:
-            return
+        async with self._refreshing:
+            view = self.view
+            if view is None:
+                return
+            view.stale = False
+            snapshot = await self.account.store.snapshot(view.name)
+            if self.view is view:
+                self._tell_changes(view, snapshot)
+
+    def _tell_changes(self, view: FolderView, snapshot: FolderSnapshot) -> None:
         current = {m.uid: m for m in snapshot.messages}
         for uid in reversed([u for u in view.uids if u not in current]):
             self.untagged(f"{view.seq(uid)} EXPUNGE")
