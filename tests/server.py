@@ -30,12 +30,14 @@ _LISTENING = re.compile(r"\[mailsrv\.service#info\] (\w+) listening on [^ ]*:(\d
 
 def write_test_certificate(directory: Path) -> tuple[Path, Path, Path]:
     """
-    A test CA and a server certificate for localhost, 127.0.0.1 and ::1.
+    A test CA and a server certificate for localhost, 127.0.0.1 and ::1,
+    with the subject CN that offlineimap3 insists on besides the
+    subjectAltNames.
 
     @return: the CA, certificate chain and key paths.
     """
     ca = trustme.CA()
-    issued = ca.issue_cert("localhost", "127.0.0.1", "::1")
+    issued = ca.issue_cert("localhost", "127.0.0.1", "::1", common_name="localhost")
     directory.mkdir(parents=True, exist_ok=True)
     ca_path, cert_path, key_path = (directory / n for n in ("ca.pem", "cert.pem", "key.pem"))
     ca.cert_pem.write_to_path(str(ca_path))
