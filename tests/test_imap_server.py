@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from mailsrv.config import load_settings
 from mailsrv.cred.passwd_file import set_password
 from mailsrv.service import make_service
+from mailsrv.store.maildir import user_directory
 from tests.server import write_test_config
 from tests.test_passwords import cheap_hash
 
@@ -240,6 +241,30 @@ class MailboxTests(IMAPTestCase):
         self.assertTrue(fetched[0][1].endswith(MESSAGE))
         self.assertTrue(fetched[0][1].startswith(b"Return-Path: <bob@example.org>\r\n"))
         self.assertIn(b"\\Seen", flags[0])
+
+    async def test_maildirWithBareLineFeeds(self):
+        """
+        A message file stored with LF line ends (as Dovecot writes them) is
+        served with CRLF (RFC 3501 2.3.4): BODY[] matches RFC822.SIZE and
+        BODY[1] starts where the part starts.
+        """
+        crlf = (b"From: a@example.org\r\nSubject: lf\r\nContent-Type: multipart/mixed; "
+                b'boundary="b"\r\n\r\n--b\r\n\r\nfirst part\r\n--b\r\n\r\nsecond\r\n--b--\r\n')
+        home = user_directory(self.settings.store.path, ALICE)
+
+        def session():
+            client = self.login()
+            client.select("INBOX")  # creates the Maildir
+            (home / "cur" / "1700000000.M1P1.migrated:2,S").write_bytes(
+                crlf.replace(b"\r\n", b"\n"))
+            client.noop()
+            _, data = client.fetch("1", "(RFC822.SIZE BODY.PEEK[] BODY.PEEK[1])")
+            return data
+
+        data = await self.in_thread(session)
+        self.assertIn(b"RFC822.SIZE %d" % len(crlf), data[0][0])
+        self.assertEqual(data[0][1], crlf)
+        self.assertEqual(data[1][1], b"first part")
 
     async def test_appendFetchStoreSearch(self):
         """

@@ -15,6 +15,7 @@ import tempfile
 from collections import Counter
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -305,6 +306,8 @@ class IMAPServer(Protocol, TimeoutMixin):
             self.close()
 
     def _failed(self, failure: Failure, tag: str) -> None:
+        if failure.check(ConnectionDone, ConnectionLost):
+            return  # the client left mid-command (during IDLE, typically)
         log.failure("IMAP command failed for {peer}", failure, peer=self.peer)
         self.write(f"{tag} NO [SERVERBUG] Internal error, try again later\r\n".encode())
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import os
 import re
 
 from twisted.cred.error import UnauthorizedLogin
@@ -36,6 +37,7 @@ from mailsrv.store.interfaces import (
     StoreError,
     TemporaryStoreError,
 )
+from mailsrv.store.summary import to_crlf
 
 log = get_logger(__name__)
 
@@ -636,11 +638,19 @@ class Session:
             message.close()
 
     async def _read_span(self, uid: int, span) -> bytes:
+        """
+        Bytes of a message as IMAP sees it, with CRLF line ends (RFC 3501
+        2.3.4), which is what the outline's offsets count in.  A file
+        stored with bare LFs (Dovecot writes them so) is converted whole.
+        """
         message = await self.account.store.open_message(self.view.name, uid)
+        crlf_size = self.view.info[uid].size
 
         def read():
-            message.seek(span.offset)
-            return message.read(span.length)
+            if os.fstat(message.fileno()).st_size == crlf_size:
+                message.seek(span.offset)
+                return message.read(span.length)
+            return to_crlf(message.read())[span.offset:span.offset + span.length]
 
         try:
             return await self._factory.run(read)

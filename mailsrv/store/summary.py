@@ -71,6 +71,8 @@ def to_crlf(data: bytes) -> bytes:
     """
     The message with every bare LF made CRLF, as IMAP serves it.
     """
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data  # already CRLF: no regular expression over the whole file
     return _BARE_LF.sub(b"\r\n", data)
 
 
@@ -78,7 +80,8 @@ def outline(data: bytes) -> PartOutline:
     """
     The outline of a whole message (any line ends).
     """
-    return _part(to_crlf(data), 0, len(to_crlf(data)), 0, "text/plain")
+    data = to_crlf(data)
+    return _part(data, 0, len(data), 0, "text/plain")
 
 
 def _headers(header: bytes) -> Message:
