@@ -149,6 +149,19 @@ class MessageTests(StoreTestMixin, SynchronousTestCase):
             self.assertEqual(f.read(), message(2))
         self.error(self.user.open_message("INBOX", 3), KeyError)
 
+    def test_readMessages(self):
+        """
+        Several messages in one call, with CRLF line ends even when the file
+        has bare LFs (as Dovecot stores them); unknown UIDs are left out.
+        """
+        self.result(self.user.append("INBOX", message(1)))
+        self.result(self.user.snapshot("INBOX"))
+        (self.home / "cur" / "1700000000.M1P1.lf:2,").write_bytes(
+            message(2).replace(b"\r\n", b"\n"))
+        self.result(self.user.snapshot("INBOX"))
+        self.assertEqual(self.result(self.user.read_messages("INBOX", [1, 2, 9])),
+                         {1: message(1), 2: message(2)})
+
     def test_uidsNeverReused(self):
         """
         RFC 3501 2.3.1.1: an expunged message's UID is not given again, even

@@ -123,8 +123,8 @@ def _recent(args, c, ls, lu):
 
 def _header(args, c, ls, lu):
     name, wanted = args[0].upper(), args[1].casefold()
-    return any(wanted in value.casefold() for field, value in _fields(c.header or b"")
-               if field == name)
+    return any(wanted in _decode_words(value).casefold()
+               for field, value in _fields(c.header or b"") if field == name)
 
 
 def _body(args, c, ls, lu):
@@ -133,7 +133,8 @@ def _body(args, c, ls, lu):
 
 def _text(args, c, ls, lu):
     wanted = args[0].casefold()
-    header = "\n".join(f"{field}: {value}" for field, value in _fields(c.header or b""))
+    header = "\n".join(f"{field}: {_decode_words(value)}"
+                       for field, value in _fields(c.header or b""))
     return wanted in header.casefold() or _body(args, c, ls, lu)
 
 
@@ -210,8 +211,10 @@ def _fields(header: bytes) -> tuple[tuple[str, str], ...]:
     """
     The header block's fields as (upper-case name, value) in order, values
     unfolded (a fold and the whitespace after it become one space, so that
-    a tab-folded subject matches with a space) and RFC 2047 decoded; cached
-    because several keys often read the same header.
+    a tab-folded subject matches with a space); cached because several keys
+    often read the same header.  Values are RFC 2047 decoded by the keys
+    that read them (L{_decode_words}): decoding every field of every
+    message made SEARCH SUBJECT 24x slower than Dovecot.
     """
     try:
         text = header.decode("utf-8")
@@ -221,7 +224,7 @@ def _fields(header: bytes) -> tuple[tuple[str, str], ...]:
     for line in _FOLD.sub(" ", text).split("\n"):
         name, colon, value = line.partition(":")
         if colon and name.strip():
-            fields.append((name.strip().upper(), _decode_words(value.strip())))
+            fields.append((name.strip().upper(), value.strip()))
     return tuple(fields)
 
 
@@ -230,6 +233,8 @@ def _decode_words(value: str) -> str:
     A header value with its RFC 2047 encoded words decoded; a word in an
     unknown charset is read as UTF-8, an undecodable one left as written.
     """
+    if "=?" not in value:
+        return value
     try:
         chunks = decode_header(value)
     except HeaderParseError:

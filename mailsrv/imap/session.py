@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import bisect
-import os
 import re
 
 from twisted.cred.error import UnauthorizedLogin
@@ -37,7 +36,6 @@ from mailsrv.store.interfaces import (
     StoreError,
     TemporaryStoreError,
 )
-from mailsrv.store.summary import to_crlf
 
 log = get_logger(__name__)
 
@@ -637,26 +635,6 @@ class Session:
         finally:
             message.close()
 
-    async def _read_span(self, uid: int, span) -> bytes:
-        """
-        Bytes of a message as IMAP sees it, with CRLF line ends (RFC 3501
-        2.3.4), which is what the outline's offsets count in.  A file
-        stored with bare LFs (Dovecot writes them so) is converted whole.
-        """
-        message = await self.account.store.open_message(self.view.name, uid)
-        crlf_size = self.view.info[uid].size
-
-        def read():
-            if os.fstat(message.fileno()).st_size == crlf_size:
-                message.seek(span.offset)
-                return message.read(span.length)
-            return to_crlf(message.read())[span.offset:span.offset + span.length]
-
-        try:
-            return await self._factory.run(read)
-        finally:
-            message.close()
-
     async def do_FETCH(self, command):
         self._need_selected()
         sequence_set, items = command.args
@@ -668,6 +646,9 @@ class Session:
             i.section is not None and not i.section.peek for i in items)
         wants_outline = any(i.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY")
                             or i.section is not None for i in items)
+        # Only a top-level header section comes whole from the outline.
+        wants_content = any(i.section is not None and (i.section.part or i.section.text in
+                                                       (None, "TEXT")) for i in items)
         gone = []
         for start in range(0, len(uids), FETCH_BATCH):
             batch = uids[start:start + FETCH_BATCH]
@@ -679,22 +660,24 @@ class Session:
                         view.info[info.uid] = info
             outlines = await self.account.store.outlines(view.name, batch) \
                 if wants_outline else {}
-            for uid in batch:
-                if uid not in view.info or (wants_outline and uid not in outlines):
-                    gone.append(uid)
-                    continue
-                try:
-                    self.write(await self._fetch_one(uid, items, outlines.get(uid),
-                                                     marks_seen))
-                except KeyError:
-                    gone.append(uid)
-            self._protocol.flush()
+            for part in _by_size(batch, view.info) if wants_content else [batch]:
+                contents = await self.account.store.read_messages(view.name, part) \
+                    if wants_content else {}
+                for uid in part:
+                    if uid not in view.info or (wants_outline and uid not in outlines) or (
+                            wants_content and uid not in contents):
+                        gone.append(uid)
+                        continue
+                    self.write(self._fetch_one(uid, items, outlines.get(uid),
+                                               contents.get(uid), marks_seen))
+                self._protocol.flush()
         if gone:
             # RFC 2180 4.1.2, RFC 5530: expunged elsewhere, not yet told.
             raise No("Some of the messages no longer exist", "EXPUNGEISSUED")
         return "FETCH completed"
 
-    async def _fetch_one(self, uid: int, items, outline, marks_seen: bool) -> bytes:
+    def _fetch_one(self, uid: int, items, outline, content: bytes | None,
+                   marks_seen: bool) -> bytes:
         view = self.view
         info = view.info[uid]
         parts = []
@@ -717,28 +700,10 @@ class Session:
                              + encoding.body_structure(outline, name == "BODYSTRUCTURE"))
             else:
                 parts.append(item.section.label().encode() + b" "
-                             + await self._section(uid, outline, item.section))
+                             + _section(outline, content, item.section))
         if marks_seen and not wrote_flags:
             parts.append(b"FLAGS " + encoding.flag_list(view.flags(uid)))
         return f"* {view.seq(uid)} FETCH (".encode() + b" ".join(parts) + b")\r\n"
-
-    async def _section(self, uid: int, outline, section) -> bytes:
-        found = encoding.locate(outline, section)
-        if found is None:
-            data = b""
-        elif isinstance(found, bytes):
-            data = found
-        else:
-            if section.partial is not None:
-                start, count = encoding.apply_partial(found.length, section.partial)
-                found = encoding.Span(found.offset + start, count)
-                data = await self._read_span(uid, found) if count else b""
-                return b"{%d}\r\n" % len(data) + data
-            data = await self._read_span(uid, found)
-        if section.partial is not None:
-            start, count = encoding.apply_partial(len(data), section.partial)
-            data = data[start:start + count]
-        return b"{%d}\r\n" % len(data) + data
 
     async def do_STORE(self, command):
         self._need_selected()
@@ -806,3 +771,43 @@ def _matcher(reference: str, pattern: str):
 
     return match
 
+
+
+#: Message bytes read from disk for one round of a FETCH of bodies.
+FETCH_READ_LIMIT = 8 * 1024 * 1024
+
+
+def _by_size(uids: list[int], info: dict) -> list[list[int]]:
+    """
+    Split UIDs into runs of at most L{FETCH_READ_LIMIT} bytes of messages
+    (a single bigger message gets a run of its own).
+    """
+    runs, current, size = [], [], 0
+    for uid in uids:
+        message_size = info[uid].size if uid in info else 0
+        if current and size + message_size > FETCH_READ_LIMIT:
+            runs.append(current)
+            current, size = [], 0
+        current.append(uid)
+        size += message_size
+    if current:
+        runs.append(current)
+    return runs
+
+
+def _section(outline, content: bytes | None, section) -> bytes:
+    """
+    A body section as a literal (RFC 3501 6.4.5), its partial applied; a
+    part that does not exist is an empty string.
+    """
+    found = encoding.locate(outline, section)
+    if found is None:
+        data = b""
+    elif isinstance(found, bytes):
+        data = found
+    else:
+        data = content[found.offset:found.offset + found.length]
+    if section.partial is not None:
+        start, count = encoding.apply_partial(len(data), section.partial)
+        data = data[start:start + count]
+    return b"{%d}\r\n" % len(data) + data

@@ -231,6 +231,14 @@ class IUserStore(Interface):
         @raise KeyError: (in the Deferred) if the UID is not in the folder.
         """
 
+    def read_messages(name, uids):
+        """
+        Several messages at once, whole, with CRLF line ends (RFC 3501
+        2.3.4), in one trip to the disk: what a FETCH of bodies needs.
+
+        @return: L{Deferred} of C{{uid: bytes}} for the UIDs that exist.
+        """
+
     def outlines(name, uids):
         """
         The MIME outline of each message (L{mailsrv.store.summary.PartOutline}:

@@ -73,7 +73,7 @@ from mailsrv.store.names import (
     normalize_folder_name,
     parent_names,
 )
-from mailsrv.store.summary import PartOutline
+from mailsrv.store.summary import PartOutline, to_crlf
 
 log = get_logger(__name__)
 
@@ -737,6 +737,21 @@ class MaildirUserStore:
                 raise KeyError(uid)
             return open(folder.path_of(uid), "rb")
         return self._call(self._with_folder(self._name(name), opening))
+
+    def read_messages(self, name, uids) -> Deferred:
+        return self._call(self._with_folder(self._name(name), self._read_messages,
+                                            tuple(uids)))
+
+    def _read_messages(self, folder: _Folder, uids) -> dict[int, bytes]:
+        contents = {}
+        for uid in uids:
+            if uid in folder.messages:
+                try:
+                    with open(folder.path_of(uid), "rb") as f:
+                        contents[uid] = to_crlf(f.read())
+                except FileNotFoundError:
+                    continue
+        return contents
 
     def outlines(self, name, uids) -> Deferred:
         return self._call(self._with_folder(self._name(name), self._outlines, tuple(uids)))
