@@ -123,6 +123,12 @@ def _recent(args, c, ls, lu):
 
 def _header(args, c, ls, lu):
     name, wanted = args[0].upper(), args[1].casefold()
+    header = c.header or b""
+    if (wanted.isascii() and not any(c.isspace() for c in wanted) and b"=?" not in header
+            and wanted.encode() not in header.lower()):
+        # Cannot match: nothing is encoded, and a word (which no fold can
+        # split) is nowhere in the raw header.
+        return False
     return any(wanted in _decode_words(value).casefold()
                for field, value in _fields(c.header or b"") if field == name)
 
