@@ -162,6 +162,23 @@ class MessageTests(StoreTestMixin, SynchronousTestCase):
         self.assertEqual(self.result(self.user.read_messages("INBOX", [1, 2, 9])),
                          {1: message(1), 2: message(2)})
 
+    def test_snapshotShared(self):
+        """
+        While a folder does not change, every snapshot is the same object
+        (IMAP sessions share it); a flag change or an expunge makes a new one.
+        """
+        for n in range(2):
+            self.result(self.user.append("INBOX", message(n)))
+        first = self.result(self.user.snapshot("INBOX"))
+        self.assertIs(self.result(self.user.snapshot("INBOX")), first)
+        self.assertEqual(first.uids, (1, 2))
+        self.result(self.user.set_flags("INBOX", [1], ["\\Deleted"], "add"))
+        flagged = self.result(self.user.snapshot("INBOX"))
+        self.assertIsNot(flagged, first)
+        self.assertEqual(flagged.messages[0].flags, frozenset({"\\Deleted"}))
+        self.result(self.user.expunge("INBOX"))
+        self.assertEqual(self.result(self.user.snapshot("INBOX")).uids, (2,))
+
     def test_uidsNeverReused(self):
         """
         RFC 3501 2.3.1.1: an expunged message's UID is not given again, even

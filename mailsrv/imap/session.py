@@ -31,6 +31,7 @@ from mailsrv.store.interfaces import (
     INBOX,
     FolderSnapshot,
     IFolderListener,
+    MessageInfo,
     NoSuchFolder,
     OverQuota,
     StoreError,
@@ -81,7 +82,10 @@ def _store_errors(error: Exception) -> No:
 @implementer(IFolderListener)
 class FolderView:
     """
-    The selected folder as this session's client knows it.
+    The selected folder as this session's client knows it: the store's
+    snapshot (shared by every session that saw the same state, so an idle
+    session costs little more than its socket) and this session's own flag
+    changes since.
     """
 
     def __init__(self, snapshot: FolderSnapshot, read_only: bool, recent: set[int],
@@ -89,13 +93,20 @@ class FolderView:
         self.name = snapshot.name
         self.read_only = read_only
         self.uidvalidity = snapshot.uidvalidity
-        self.uidnext = snapshot.uidnext
-        self.uids = [m.uid for m in snapshot.messages]
-        self.info = {m.uid: m for m in snapshot.messages}
+        self.rebase(snapshot)
         self.recent = recent
         #: Changes were made elsewhere that the client has not been told.
         self.stale = False
         self._on_change = on_change
+
+    def rebase(self, snapshot: FolderSnapshot) -> None:
+        """
+        The client now knows the folder as C{snapshot} describes it.
+        """
+        self.uidnext = snapshot.uidnext
+        self.uids = snapshot.uids
+        self._messages = snapshot.messages
+        self._changed: dict[int, MessageInfo] = {}
 
     def folder_changed(self, event):
         self.stale = True
@@ -103,6 +114,22 @@ class FolderView:
 
     def seq(self, uid: int) -> int:
         return bisect.bisect_left(self.uids, uid) + 1
+
+    def message(self, uid: int) -> MessageInfo | None:
+        changed = self._changed.get(uid)
+        if changed is not None:
+            return changed
+        index = bisect.bisect_left(self.uids, uid)
+        if index < len(self.uids) and self.uids[index] == uid:
+            return self._messages[index]
+        return None
+
+    def update(self, info: MessageInfo) -> None:
+        """
+        This session changed a message's flags.
+        """
+        if self.message(info.uid) is not None:
+            self._changed[info.uid] = info
 
     def select(self, sequence_set: SequenceSet, by_uid: bool) -> list[int]:
         """
@@ -124,7 +151,7 @@ class FolderView:
         return sorted(set(chosen))
 
     def flags(self, uid: int) -> frozenset[str]:
-        flags = self.info[uid].flags
+        flags = self.message(uid).flags
         return flags | {"\\Recent"} if uid in self.recent else flags
 
 
@@ -382,8 +409,8 @@ class Session:
         self.untagged(f"FLAGS ({flags})")
         permanent = "" if read_only else f"{flags} \\*"
         self.untagged(f"OK [PERMANENTFLAGS ({permanent})] Flags permitted")
-        unseen = next((i + 1 for i, uid in enumerate(view.uids)
-                       if _SEEN not in view.info[uid].flags), None)
+        unseen = next((i + 1 for i, message in enumerate(snapshot.messages)
+                       if _SEEN not in message.flags), None)
         if unseen is not None:
             self.untagged(f"OK [UNSEEN {unseen}] First unseen")
         self.untagged(f"OK [UIDVALIDITY {view.uidvalidity}] UIDs valid")
@@ -546,27 +573,24 @@ class Session:
                 self._tell_changes(view, snapshot)
 
     def _tell_changes(self, view: FolderView, snapshot: FolderSnapshot) -> None:
-        current = {m.uid: m for m in snapshot.messages}
+        current = set(snapshot.uids)
+        # Highest first: each EXPUNGE leaves the lower numbers as they were.
         for uid in reversed([u for u in view.uids if u not in current]):
             self.untagged(f"{view.seq(uid)} EXPUNGE")
-            index = view.seq(uid) - 1
-            del view.uids[index]
-            view.info.pop(uid, None)
             view.recent.discard(uid)
-        added = [m.uid for m in snapshot.messages if m.uid not in view.info]
-        for uid, info in current.items():
-            old = view.info.get(uid)
-            view.info[uid] = info
-            if old is not None and old.flags != info.flags:
-                self.untagged(f"{view.seq(uid)} FETCH (UID {uid} FLAGS "
-                              f"{encoding.flag_list(view.flags(uid)).decode()})")
+        known = set(view.uids)
+        added = [uid for uid in snapshot.uids if uid not in known]
+        changed = [(seq, message) for seq, message in enumerate(snapshot.messages, 1)
+                   if message.uid in known and view.message(message.uid).flags != message.flags]
+        view.rebase(snapshot)
+        for seq, message in changed:
+            self.untagged(f"{seq} FETCH (UID {message.uid} FLAGS "
+                          f"{encoding.flag_list(view.flags(message.uid)).decode()})")
         if added:
-            view.uids = sorted(view.uids + added)
             view.recent |= self._factory.recent.claim(
                 self.account.address, view.name, view.uidvalidity, added)
             self.untagged(f"{len(view.uids)} EXISTS")
             self.untagged(f"{len(view.recent)} RECENT")
-        view.uidnext = snapshot.uidnext
 
     def _may_renumber(self, command: Command) -> bool:
         """
@@ -607,7 +631,7 @@ class Session:
         self._need_selected()
         _, key = command.args
         view = self.view
-        candidates = [Candidate(seq, view.info[uid], uid in view.recent)
+        candidates = [Candidate(seq, view.message(uid), uid in view.recent)
                       for seq, uid in enumerate(view.uids, 1)]
         store = self.account.store
         if needs_header(key) and candidates:
@@ -653,18 +677,18 @@ class Session:
         for start in range(0, len(uids), FETCH_BATCH):
             batch = uids[start:start + FETCH_BATCH]
             if marks_seen:
-                unseen = [u for u in batch if u in view.info and _SEEN not in view.info[u].flags]
+                unseen = [u for u in batch if _SEEN not in view.message(u).flags]
                 if unseen:
                     for info in await self.account.store.set_flags(view.name, unseen, [_SEEN],
                                                                    "add"):
-                        view.info[info.uid] = info
+                        view.update(info)
             outlines = await self.account.store.outlines(view.name, batch) \
                 if wants_outline else {}
-            for part in _by_size(batch, view.info) if wants_content else [batch]:
+            for part in _by_size(batch, view) if wants_content else [batch]:
                 contents = await self.account.store.read_messages(view.name, part) \
                     if wants_content else {}
                 for uid in part:
-                    if uid not in view.info or (wants_outline and uid not in outlines) or (
+                    if (wants_outline and uid not in outlines) or (
                             wants_content and uid not in contents):
                         gone.append(uid)
                         continue
@@ -679,7 +703,7 @@ class Session:
     def _fetch_one(self, uid: int, items, outline, content: bytes | None,
                    marks_seen: bool) -> bytes:
         view = self.view
-        info = view.info[uid]
+        info = view.message(uid)
         parts = []
         wrote_flags = False
         for item in items:
@@ -714,13 +738,12 @@ class Session:
         uids = view.select(sequence_set, command.uid)
         if uids:
             for info in await self.account.store.set_flags(view.name, uids, flags, mode):
-                view.info[info.uid] = info
+                view.update(info)
         if not silent:
             for uid in uids:
-                if uid in view.info:
-                    uid_part = f"UID {uid} " if command.uid else ""
-                    self.untagged(f"{view.seq(uid)} FETCH ({uid_part}FLAGS "
-                                  f"{encoding.flag_list(view.flags(uid)).decode()})")
+                uid_part = f"UID {uid} " if command.uid else ""
+                self.untagged(f"{view.seq(uid)} FETCH ({uid_part}FLAGS "
+                              f"{encoding.flag_list(view.flags(uid)).decode()})")
         return "STORE completed"
 
     async def do_COPY(self, command):
@@ -777,14 +800,14 @@ def _matcher(reference: str, pattern: str):
 FETCH_READ_LIMIT = 8 * 1024 * 1024
 
 
-def _by_size(uids: list[int], info: dict) -> list[list[int]]:
+def _by_size(uids: list[int], view: FolderView) -> list[list[int]]:
     """
     Split UIDs into runs of at most L{FETCH_READ_LIMIT} bytes of messages
     (a single bigger message gets a run of its own).
     """
     runs, current, size = [], [], 0
     for uid in uids:
-        message_size = info[uid].size if uid in info else 0
+        message_size = view.message(uid).size
         if current and size + message_size > FETCH_READ_LIMIT:
             runs.append(current)
             current, size = [], 0

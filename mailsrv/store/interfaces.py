@@ -12,6 +12,7 @@ returns a L{Deferred}.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from zope.interface import Attribute, Interface
 
@@ -88,6 +89,13 @@ class FolderSnapshot:
     highest_modseq: int
     messages: tuple[MessageInfo, ...]
     keywords: tuple[str, ...] = ()
+
+    @cached_property
+    def uids(self) -> tuple[int, ...]:
+        """
+        The UIDs in order, computed once for everyone holding this snapshot.
+        """
+        return tuple(m.uid for m in self.messages)
 
 
 @dataclass(frozen=True)

@@ -556,6 +556,7 @@ class MaildirUserStore:
         self._created = threading.Lock()
         self._ready = False
         self._folders: dict[str, _Folder] = {}
+        self._snapshots: dict[str, tuple] = {}
         self._locks: dict[str, DeferredLock] = {}
         self._tree_lock = DeferredLock()
         self._listeners: dict[str, list] = {}
@@ -716,10 +717,21 @@ class MaildirUserStore:
         return self._call(self._with_folder(self._name(name), self._describe))
 
     def _describe(self, folder: _Folder) -> FolderSnapshot:
-        return FolderSnapshot(folder.name, folder.uidvalidity, folder.uidnext,
-                              folder.highest_modseq,
-                              tuple(folder.info(uid) for uid in sorted(folder.messages)),
-                              tuple(k for k in folder.keywords if k))
+        """
+        The folder's snapshot, the same object while nothing changed: IMAP
+        sessions keep it, so sessions of one folder share its messages.
+        """
+        state = (folder.uidvalidity, folder.uidnext, folder.highest_modseq,
+                 len(folder.messages))
+        cached = self._snapshots.get(folder.name)
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        snapshot = FolderSnapshot(folder.name, folder.uidvalidity, folder.uidnext,
+                                  folder.highest_modseq,
+                                  tuple(folder.info(uid) for uid in sorted(folder.messages)),
+                                  tuple(k for k in folder.keywords if k))
+        self._snapshots[folder.name] = (state, snapshot)
+        return snapshot
 
     def status(self, name) -> Deferred:
         return self._call(self._with_folder(self._name(name), self._status))
@@ -1114,6 +1126,7 @@ class MaildirUserStore:
         if not (directory / "cur").is_dir():
             raise NoSuchFolder(f"no folder named {name}")
         folder = self._folders.pop(name, None)
+        self._snapshots.pop(name, None)
         if folder is not None:
             folder.close()
         # Out of sight first (atomic), then removed.
@@ -1169,6 +1182,7 @@ class MaildirUserStore:
                 raise FolderExists(f"{name} already exists")
         for name in [n for n in self._folders if _renamed(n, old, new) != n]:
             self._folders.pop(name).close()
+            self._snapshots.pop(name, None)
         for source_directory, target_directory in moves:
             os.rename(source_directory, target_directory)
         fsync_directory(self.root)
@@ -1227,6 +1241,7 @@ class MaildirUserStore:
         for folder in self._folders.values():
             folder.close()
         self._folders.clear()
+        self._snapshots.clear()
 
 
 @implementer(IMailStore)
