@@ -668,8 +668,10 @@ class Session:
             items = (FetchItem("UID"), *items)
         marks_seen = not view.read_only and any(
             i.section is not None and not i.section.peek for i in items)
-        wants_outline = any(i.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY")
-                            or i.section is not None for i in items)
+        # BODY[] (and RFC822) is the whole message: no outline needed.
+        wants_outline = any(i.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY") or (
+            i.section is not None and (i.section.part or i.section.text is not None))
+            for i in items)
         # Only a top-level header section comes whole from the outline.
         wants_content = any(i.section is not None and (i.section.part or i.section.text in
                                                        (None, "TEXT")) for i in items)
@@ -823,13 +825,16 @@ def _section(outline, content: bytes | None, section) -> bytes:
     A body section as a literal (RFC 3501 6.4.5), its partial applied; a
     part that does not exist is an empty string.
     """
-    found = encoding.locate(outline, section)
-    if found is None:
-        data = b""
-    elif isinstance(found, bytes):
-        data = found
+    if not section.part and section.text is None:
+        data = content
     else:
-        data = content[found.offset:found.offset + found.length]
+        found = encoding.locate(outline, section)
+        if found is None:
+            data = b""
+        elif isinstance(found, bytes):
+            data = found
+        else:
+            data = content[found.offset:found.offset + found.length]
     if section.partial is not None:
         start, count = encoding.apply_partial(len(data), section.partial)
         data = data[start:start + count]

@@ -18,7 +18,6 @@ import json
 import re
 from dataclasses import dataclass
 from email.message import Message
-from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 #: Nesting deeper than this is treated as an opaque body (a hostile message
@@ -84,8 +83,21 @@ def outline(data: bytes) -> PartOutline:
     return _part(data, 0, len(data), 0, "text/plain")
 
 
-def _headers(header: bytes) -> Message:
-    return BytesHeaderParser(policy=compat32).parsebytes(header)
+_CONTENT_TYPE = re.compile(rb"^content-type[ \t]*:((?:[^\r\n]|\r\n[ \t])*)",
+                           re.IGNORECASE | re.MULTILINE)
+
+
+def _content_type(header: bytes) -> Message:
+    """
+    A message holding only the part's first Content-Type field: parsing
+    the whole header block with the email package was most of the cost
+    of outlining a folder.
+    """
+    message = Message(policy=compat32)
+    found = _CONTENT_TYPE.search(header)
+    if found is not None:
+        message["Content-Type"] = found.group(1).decode("latin-1")
+    return message
 
 
 def _part(data: bytes, start: int, end: int, depth: int, default_type: str) -> PartOutline:
@@ -105,7 +117,7 @@ def _part(data: bytes, start: int, end: int, depth: int, default_type: str) -> P
         1 if body_size and not data.endswith(b"\r\n", body_offset, end) else 0)
     parts: tuple[PartOutline, ...] = ()
     if depth < MAX_DEPTH:
-        message = _headers(header)
+        message = _content_type(header)
         content_type = message.get_content_type() if message.get("content-type") else \
             default_type
         if content_type.startswith("multipart/"):
@@ -130,24 +142,35 @@ def _multipart_spans(data: bytes, start: int, end: int, boundary: bytes):
     The (start, end) of each body part between the boundary delimiters
     (RFC 2046 5.1.1): a delimiter is a line "--boundary", optionally
     followed by white space; the CRLF before it belongs to the delimiter.
-    The close delimiter "--boundary--" ends the list.
+    The close delimiter "--boundary--" ends the list.  Found with
+    C{bytes.find}: a regular expression anchored at every line start was
+    a quarter of outlining a folder of 100 KB messages (bench/imap.py).
     """
-    delimiter = re.compile(rb"(?:^|\r\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?=\r\n|$)",
-                           re.MULTILINE)
+    marker = b"--" + boundary
     spans = []
     part_start = None
     position = start
     while True:
-        match = delimiter.search(data, position, end)
-        if match is None:
+        found = data.find(marker, position, end)
+        if found == -1:
             break
+        after = found + len(marker)
+        close = data.startswith(b"--", after, end)
+        line_end = data.find(b"\r\n", after, end)
+        if line_end == -1:
+            line_end = end
+        rest = data[after + 2 if close else after:line_end]
+        if (found != start and data[found - 1:found] != b"\n") or rest.strip(b" \t"):
+            position = found + 1
+            continue
         if part_start is not None:
-            spans.append((part_start, match.start()))
-        if match.group(1):
+            spans.append((part_start, found - 2 if data[found - 2:found] == b"\r\n"
+                          and found - 2 >= start else found))
+        if close:
             part_start = None
             break
-        part_start = min(match.end() + 2, end)
-        position = match.end()
+        part_start = min(line_end + 2, end)
+        position = line_end
     if part_start is not None:
         spans.append((part_start, end))
     return spans
