@@ -771,14 +771,17 @@ class MaildirUserStore:
     def _outlines(self, folder: _Folder, uids) -> dict[int, PartOutline]:
         wanted = {folder.messages[uid].base: uid for uid in uids if uid in folder.messages}
         stored = folder.index.outlines(list(wanted))
+        found = {}
         computed = {}
         for base, uid in wanted.items():
-            if base not in stored:
-                computed[base] = summary.dumps(summary.outline(folder.path_of(uid).read_bytes()))
+            if base in stored:
+                found[uid] = summary.loads(stored[base])
+            else:
+                found[uid] = summary.outline(folder.path_of(uid).read_bytes())
+                computed[base] = summary.dumps(found[uid])
         if computed:
             folder.index.set_outlines(computed)
-        return {uid: summary.loads(stored.get(base) or computed[base])
-                for base, uid in wanted.items()}
+        return found
 
     # -- appending --------------------------------------------------------
 
