@@ -42,7 +42,7 @@ log = get_logger(__name__)
 
 #: Capabilities once logged in (RFC 3501 7.2.1 and the extensions' RFCs).
 CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
-                "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE", "CHILDREN", "LIST-EXTENDED")
+                "UNSELECT", "UIDPLUS", "MOVE", "SPECIAL-USE", "CHILDREN")
 
 #: Messages fetched per round trip to the store.
 FETCH_BATCH = 256
@@ -181,7 +181,7 @@ class Session:
         self.view: FolderView | None = None
         self._errors = 0
         self._auth_failures = 0
-        self._idling: Deferred | None = None
+        self._idling = False
         self._refreshing = DeferredLock()
 
     # Plumbing
@@ -230,8 +230,6 @@ class Session:
             sessions[self.account.address] -= 1
             if sessions[self.account.address] <= 0:
                 del sessions[self.account.address]
-        if self._idling is not None:
-            self._idling = None
 
     def run(self, command: Command) -> Deferred | None:
         """
@@ -424,7 +422,7 @@ class Session:
             self.view = None
 
     def _changed(self):
-        if self._idling is not None:
+        if self._idling:
             Deferred.fromCoroutine(self._idle_update())
 
     async def _idle_update(self):
@@ -546,11 +544,11 @@ class Session:
         if self.view is not None:
             await self.refresh()
         self._protocol.flush()
-        self._idling = Deferred()
+        self._idling = True
         try:
             line = await self._protocol.read_line()
         finally:
-            self._idling = None
+            self._idling = False
         if line.strip().upper() != b"DONE":
             raise Bad("Expected DONE")
         return "IDLE terminated"
