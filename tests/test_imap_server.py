@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 from mailsrv.config import load_settings
 from mailsrv.cred.passwd_file import set_password
 from mailsrv.service import make_service
-from mailsrv.store.maildir import user_directory
+from mailsrv.store.maildir import MaildirUserStore, user_directory
 from tests.server import write_test_config
 from tests.test_passwords import cheap_hash
 
@@ -558,3 +558,42 @@ class ExactResponseTests(IMAPTestCase):
             b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {24}", b"Subject: Hello there",
             b"", b")", b"g NO [EXPUNGEISSUED] Some of the messages no longer exist"])
         self.assertEqual(noop, [b"* 1 EXPUNGE", b"n OK NOOP completed"])
+
+
+class BackPressureTests(IMAPTestCase):
+    async def test_slowReaderPausesFetch(self):
+        """
+        A client that does not read a big FETCH makes the server stop
+        reading messages from disk, instead of buffering the whole folder;
+        once it reads, everything arrives.
+        """
+        reads = []
+        real = MaildirUserStore.read_messages
+        self.patch(MaildirUserStore, "read_messages",
+                   lambda store, name, uids: reads.append(len(uids)) or real(store, name, uids))
+        big = MESSAGE + b"y" * 1_000_000 + b"\r\n"
+
+        def session():
+            raw = Raw(self.ports["imaps"], self.tls())
+            raw.send(b"l LOGIN alice@example.org wonderland\r\n")
+            raw.until_tagged(b"l")
+            for n in range(40):
+                raw.send(b"a%d APPEND INBOX {%d+}\r\n" % (n, len(big)) + big + b"\r\n")
+                raw.until_tagged(b"a%d" % n)
+            raw.send(b"s SELECT INBOX\r\nf FETCH 1:* BODY.PEEK[]\r\n")
+            raw.until_tagged(b"s")
+            time.sleep(1.5)
+            while_paused = list(reads)
+            received = 0
+            while True:
+                chunk = raw.sock.recv(1 << 20)
+                received += len(chunk)
+                if b"f OK FETCH completed\r\n" in chunk[-64:]:
+                    break
+            raw.close()
+            return while_paused, received
+
+        while_paused, received = await self.in_thread(session)
+        self.assertLess(sum(while_paused), 40)
+        self.assertEqual(sum(reads), 40)
+        self.assertGreater(received, 40 * len(big))

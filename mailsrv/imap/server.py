@@ -14,11 +14,13 @@ import io
 import tempfile
 from collections import Counter
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mailsrv.config import Settings
 from mailsrv.connections import ConnectionLimiter
@@ -64,9 +66,12 @@ class _LiteralReader:
         return Literal(file=self._file, size=self.size)
 
 
+@implementer(IPushProducer)
 class IMAPServer(Protocol, TimeoutMixin):
     """
-    One IMAP connection.
+    One IMAP connection.  While a long response is written (FETCH), it is
+    the transport's producer, so that a client that reads slowly slows the
+    server down instead of filling its memory.
 
     @ivar tls: whether the connection is encrypted (implicit TLS or after
         STARTTLS).
@@ -84,6 +89,7 @@ class IMAPServer(Protocol, TimeoutMixin):
         self._counted = False
         self._out: list[bytes] = []
         self._line_waiter: Deferred | None = None
+        self._paused: Deferred | None = None
         self.tls = False
         self.peer = "unknown"
         self.session: Session | None = None
@@ -121,6 +127,9 @@ class IMAPServer(Protocol, TimeoutMixin):
         if self._line_waiter is not None:
             waiter, self._line_waiter = self._line_waiter, None
             waiter.errback(reason)
+        if self._paused is not None:
+            paused, self._paused = self._paused, None
+            paused.errback(reason)
 
     def timeoutConnection(self):
         # RFC 3501 5.4: the autologout timer.
@@ -157,6 +166,31 @@ class IMAPServer(Protocol, TimeoutMixin):
         if self._out and self.transport is not None:
             self.transport.write(b"".join(self._out))
             self._out = []
+
+    def start_streaming(self) -> None:
+        self.transport.registerProducer(self, True)
+
+    def stop_streaming(self) -> None:
+        if self.transport is not None:
+            self.transport.unregisterProducer()
+
+    def writable(self) -> Deferred:
+        """
+        Fires once the transport wants more output.
+        """
+        return self._paused if self._paused is not None else succeed(None)
+
+    def pauseProducing(self):
+        if self._paused is None:
+            self._paused = Deferred()
+
+    def resumeProducing(self):
+        if self._paused is not None:
+            paused, self._paused = self._paused, None
+            paused.callback(None)
+
+    def stopProducing(self):
+        pass
 
     # Input
 

@@ -674,6 +674,19 @@ class Session:
         wants_content = any(i.section is not None and (i.section.part or i.section.text in
                                                        (None, "TEXT")) for i in items)
         gone = []
+        self._protocol.start_streaming()
+        try:
+            await self._fetch_batches(view, uids, items, marks_seen, wants_outline,
+                                      wants_content, gone)
+        finally:
+            self._protocol.stop_streaming()
+        if gone:
+            # RFC 2180 4.1.2, RFC 5530: expunged elsewhere, not yet told.
+            raise No("Some of the messages no longer exist", "EXPUNGEISSUED")
+        return "FETCH completed"
+
+    async def _fetch_batches(self, view, uids, items, marks_seen, wants_outline,
+                             wants_content, gone) -> None:
         for start in range(0, len(uids), FETCH_BATCH):
             batch = uids[start:start + FETCH_BATCH]
             if marks_seen:
@@ -695,10 +708,7 @@ class Session:
                     self.write(self._fetch_one(uid, items, outlines.get(uid),
                                                contents.get(uid), marks_seen))
                 self._protocol.flush()
-        if gone:
-            # RFC 2180 4.1.2, RFC 5530: expunged elsewhere, not yet told.
-            raise No("Some of the messages no longer exist", "EXPUNGEISSUED")
-        return "FETCH completed"
+                await self._protocol.writable()
 
     def _fetch_one(self, uid: int, items, outline, content: bytes | None,
                    marks_seen: bool) -> bytes:
