@@ -89,7 +89,6 @@ started); for C{--profile}, py-spy (pip install py-spy).
 
 import argparse
 import base64
-import fcntl
 import grp
 import itertools
 import os
@@ -102,7 +101,6 @@ import shutil
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -125,7 +123,16 @@ if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
 else:
     sys.path.insert(0, str(HERE.parent))
 
-from tests.sourcetree import SOURCE_ROOT, server_environment, twistd_command  # noqa: E402
+from bench.common import (  # noqa: E402
+    filesystem_of,
+    free_port,
+    machine_cpu,
+    own_cpu,
+    source_state,
+    spread_subdirectories,
+    tail,
+)
+from tests.sourcetree import server_environment, twistd_command  # noqa: E402
 
 REFERENCE = HERE / "imap_reference"
 DOVECOT = Path("/usr/sbin/dovecot")
@@ -515,20 +522,6 @@ class Client:
 # -- the servers ---------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(text[-lines:]) or "(empty log)"
-
-
 def process_tree(root: int) -> list[int]:
     """
     C{root} and all its descendants.
@@ -583,11 +576,6 @@ def tree_memory(root: int) -> tuple[int, int, int]:
         pss += int(fields.get("Pss", "0 kB").split()[0])
         count += 1
     return rss, pss, count
-
-
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 class Server:
@@ -782,28 +770,18 @@ OPERATIONS = [
 ]
 
 
-def machine_cpu() -> float:
-    """
-    CPU seconds the whole machine has spent working so far (all cores).
-    """
-    with open("/proc/stat") as f:
-        user, nice, system, _idle, _iowait, irq, softirq = (
-            int(x) for x in f.readline().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(server: Server, key: str, run) -> dict:
     """
     Run C{run()} (it returns the replies of the operation), with the CPU
     used meanwhile by the server, by us, and by everything else ("other",
     in % of one core over the operation).
     """
-    machine, ours, cpu = machine_cpu(), own_cpu(), server.cpu()
+    machine, ours, cpu = machine_cpu()[0], own_cpu(), server.cpu()
     own = own_cpu()
     replies = run()
     own = own_cpu() - own
     cpu = server.cpu() - cpu
-    ours, machine = own_cpu() - ours, machine_cpu() - machine
+    ours, machine = own_cpu() - ours, machine_cpu()[0] - machine
     seconds = replies[-1].done - replies[0].sent
     return {"op": key, "seconds": seconds, "server_cpu": cpu, "client_cpu": own,
             "other": max(0.0, machine - cpu - ours) / seconds, "replies": replies}
@@ -1038,47 +1016,14 @@ def profile_mailsrv(server: Server, user: str, folders: list[FolderSpec], py_spy
 # -- the run -------------------------------------------------------------------
 
 
-def run_command(command: list[str]) -> str:
-    try:
-        return subprocess.run(command, capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-# Linux's inode flags ioctls (linux/fs.h) and the "top of a hierarchy" flag.
-FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
-
-
-def spread_subdirectories(directory: Path) -> None:
-    """
-    Mark C{directory} as the top of a hierarchy (C{chattr +T}), so that ext4
-    puts each subdirectory in a block group of its own.  Other file systems
-    refuse or ignore the flag, which changes nothing else.
-    """
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = struct.unpack("l", fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("l", 0)))[0]
-        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("l", flags | FS_TOPDIR_FL))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def print_facts(args, directory: Path, servers: list[Server]) -> None:
-    head = run_command(["git", "-C", str(SOURCE_ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = run_command(["git", "-C", str(SOURCE_ROOT), "status", "--porcelain", "--",
-                         "mailsrv"])
-    df = run_command(["df", "-T", str(directory)]).splitlines()
     print(f"machine      {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start")
     print(f"python       {platform.python_implementation()} {platform.python_version()}; "
-          f"mailsrv code {head or 'not a git checkout'}"
-          f"{' + uncommitted edits to mailsrv/' if dirty else ''}")
+          f"mailsrv code {source_state()}")
     print(f"servers      {', '.join(s.title for s in servers)}; TLS off, 127.0.0.1, "
           "SHA512-CRYPT passwords (5000 rounds)")
-    print(f"temp dir     {directory} ({df[-1].split()[1] if df else 'unknown'})")
+    print(f"temp dir     {directory} ({filesystem_of(directory)})")
     print(f"mail         INBOX {args.small} messages of ~4 KB, Large {args.large} of ~100 KB; "
           f"{'LF' if args.lf else 'CRLF'} line ends")
 

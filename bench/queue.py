@@ -67,16 +67,13 @@ a few minutes.  Only the filling creates files; delivery only deletes.
 """
 
 import argparse
-import fcntl
 import json
 import os
 import platform
-import resource
 import select
 import shutil
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -94,9 +91,17 @@ if sys.path and Path(sys.path[0] or ".").resolve() == HERE:
 else:
     sys.path.insert(0, str(HERE.parent))
 
+from bench.common import (  # noqa: E402
+    filesystem_of,
+    machine_cpu,
+    own_cpu,
+    source_state,
+    spread_subdirectories,
+    tail,
+)
 from mailsrv.config import QueueSettings  # noqa: E402
 from mailsrv.queue.spool import Envelope, QueuedRecipient, Spool  # noqa: E402
-from tests.sourcetree import SOURCE_ROOT, server_environment, twistd_command  # noqa: E402
+from tests.sourcetree import server_environment, twistd_command  # noqa: E402
 
 SINK = HERE / "queue_sink.py"
 SENDER = "alice@sender.test"
@@ -209,21 +214,6 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def machine_cpu() -> float:
-    """
-    CPU seconds the whole machine has spent working so far (all cores).
-    """
-    with open("/proc/stat") as f:
-        user, nice, system, _idle, _iowait, irq, softirq = (
-            int(x) for x in f.readline().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def start(command: list[str], log: Path, stdout=None, **kwargs) -> subprocess.Popen:
     """
     Start C{command} in a session (process group) of its own, its output
@@ -255,14 +245,6 @@ def stop(process: subprocess.Popen | None, signum: int = signal.SIGTERM) -> None
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(text[-lines:]) or "(empty log)"
 
 
 class Sink:
@@ -329,25 +311,6 @@ class Sink:
         return None
 
 
-FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
-
-
-def spread_subdirectories(directory: Path) -> None:
-    """
-    Mark C{directory} as the top of a hierarchy (C{chattr +T}), so that ext4
-    puts each case's folder in a block group of its own.  Other file
-    systems refuse or ignore the flag, which changes nothing else.
-    """
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = struct.unpack("l", fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("l", 0)))[0]
-        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("l", flags | FS_TOPDIR_FL))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # -- a case --------------------------------------------------------------------
 
 
@@ -374,7 +337,7 @@ def run_case(root: Path, round_: int, destinations: int, args) -> dict:
                         case / "stdout.txt", cwd=case, env=server_environment())
         watched = (("mailsrv", mailsrv, log),)
         first = sink.wait("first", START_TIMEOUT, watched)
-        before = (process_cpu(mailsrv.pid), process_cpu(sink.process.pid), machine_cpu(),
+        before = (process_cpu(mailsrv.pid), process_cpu(sink.process.pid), machine_cpu()[0],
                   own_cpu())
         row["start"] = first - launched
         if args.profile:
@@ -383,7 +346,7 @@ def run_case(root: Path, round_: int, destinations: int, args) -> dict:
                               "--output", str(case / "profile.svg")], case / "py-spy.log")
         report = sink.wait("report", args.time_limit, watched)
         emptied = wait_until_empty(spool.path, args.drain_timeout)
-        after = (process_cpu(mailsrv.pid), process_cpu(sink.process.pid), machine_cpu(),
+        after = (process_cpu(mailsrv.pid), process_cpu(sink.process.pid), machine_cpu()[0],
                  own_cpu())
         if emptied is None:
             row["problems"].append(f"{envelopes_left(spool.path)} envelopes still queued "
@@ -452,26 +415,12 @@ def leftovers(queue: Path, log: Path) -> list[str]:
 # -- the run -------------------------------------------------------------------
 
 
-def run_command(command: list[str]) -> str:
-    try:
-        return subprocess.run(command, capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def print_facts(args, directory: Path) -> None:
-    head = run_command(["git", "-C", str(SOURCE_ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = run_command(["git", "-C", str(SOURCE_ROOT), "status", "--porcelain", "--",
-                         "mailsrv"])
-    df = run_command(["df", "-T", str(directory)]).splitlines()
-    filesystem = df[-1].split()[1] if df else "unknown"
     print(f"machine      {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start")
     print(f"python       {platform.python_implementation()} {platform.python_version()}; "
-          f"mailsrv code {head or 'not a git checkout'}"
-          f"{' + uncommitted edits to mailsrv/' if dirty else ''}")
-    print(f"temp dir     {directory} ({filesystem})")
+          f"mailsrv code {source_state()}")
+    print(f"temp dir     {directory} ({filesystem_of(directory)})")
     print(f"queue        {args.messages} messages of {args.size} bytes, 1 recipient each; "
           f"max_concurrent = {args.max_concurrent}, max_per_destination = "
           f"{args.max_per_destination}; static routes, tls none; logging info")

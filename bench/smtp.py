@@ -42,7 +42,6 @@ postfix} (no system instance is configured or started).
 
 import argparse
 import asyncio
-import fcntl
 import grp
 import importlib.metadata
 import importlib.util
@@ -57,7 +56,6 @@ import shutil
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -68,7 +66,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tests.sourcetree import SOURCE_ROOT, server_environment, twistd_command  # noqa: E402
+from bench.common import (  # noqa: E402
+    filesystem_of,
+    free_port,
+    machine_cpu,
+    own_cpu,
+    run_command,
+    source_state,
+    spread_subdirectories,
+    tail,
+)
+from tests.sourcetree import server_environment, twistd_command  # noqa: E402
 
 REFERENCE = HERE / "smtp_reference"
 DOMAIN = "bench.example"
@@ -586,25 +594,7 @@ def process_tree_cpu(root: int) -> float:
     return total / ticks
 
 
-def machine_cpu() -> tuple[float, float]:
-    """
-    CPU seconds the whole machine has spent working so far (all cores,
-    kernel included), and those stolen from it by the hypervisor.
-    """
-    with open("/proc/stat") as f:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (
-            int(x) for x in f.readline().split()[1:9])
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / ticks, steal / ticks
-
-
 # -- the servers ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_greeting(port: int, process: subprocess.Popen, timeout: float,
@@ -631,14 +621,6 @@ def wait_for_greeting(port: int, process: subprocess.Popen, timeout: float,
         except (OSError, ProtocolError):
             time.sleep(0.02)
     raise Unavailable(f"no greeting on port {port} after {timeout:.0f} s: " + tail(log))
-
-
-def tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text("utf-8", "replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(text[-lines:]) or "(empty log)"
 
 
 def stop_process(process: subprocess.Popen | None) -> None:
@@ -913,26 +895,6 @@ class Aiosmtpd(Server):
                              else " (on the event loop)"))
 
 
-# Linux's inode flags ioctls (linux/fs.h) and the "top of a hierarchy" flag.
-FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
-
-
-def spread_subdirectories(directory: Path) -> None:
-    """
-    Mark C{directory} as the top of a hierarchy (C{chattr +T}), so that ext4
-    puts each server's subdirectory in a block group of its own.  Other file
-    systems refuse or ignore the flag, which changes nothing else.
-    """
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = struct.unpack("l", fcntl.ioctl(fd, FS_IOC_GETFLAGS, struct.pack("l", 0)))[0]
-        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("l", flags | FS_TOPDIR_FL))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # -- a case --------------------------------------------------------------------
 
 
@@ -957,7 +919,7 @@ def run_case(server: Server, connections: int, total: int, messages: Messages,
 
     def sample_start():
         samples["server"] = process_tree_cpu(server.cpu_root())
-        samples["client"] = client_cpu()
+        samples["client"] = own_cpu()
         samples["machine"] = machine_cpu()
 
     result = asyncio.run(run_load(server.port, connections, total, messages, pipelining,
@@ -969,7 +931,7 @@ def run_case(server: Server, connections: int, total: int, messages: Messages,
                                                    strict=True))
     # Everything else the machine did meanwhile: other processes, kernel
     # threads (the file system's journal, writeback), interrupts.
-    other = busy - server_cpu - (client_cpu() - samples["client"])
+    other = busy - server_cpu - (own_cpu() - samples["client"])
     problems = list(result["problems"])
     if server.acks_when_delivered and drain:
         problems.append("acknowledged before the message was in the Maildir "
@@ -991,32 +953,7 @@ def run_case(server: Server, connections: int, total: int, messages: Messages,
             "problems": problems}
 
 
-def client_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 # -- the run -------------------------------------------------------------------
-
-
-def run_command(command: list[str]) -> str:
-    try:
-        return subprocess.run(command, capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def source_state() -> str:
-    """
-    Which mailsrv code ran: the commit, and whether it has local edits.
-    """
-    head = run_command(["git", "-C", str(SOURCE_ROOT), "rev-parse", "--short", "HEAD"])
-    if not head:
-        return "not a git checkout"
-    dirty = run_command(["git", "-C", str(SOURCE_ROOT), "status", "--porcelain", "--",
-                         "mailsrv"])
-    return head + (" + uncommitted edits to mailsrv/" if dirty else "")
 
 
 def listening_on_25() -> list[str]:
@@ -1065,14 +1002,6 @@ def print_facts(args, directory: Path) -> None:
     print(f"software     {', '.join(versions)}; mailsrv code {source_state()}")
     print(f"message      {args.size} bytes, 1 recipient, from {SENDER} to {RECIPIENT}")
     print()
-
-
-def filesystem_of(path: Path) -> str:
-    out = run_command(["df", "-T", str(path)]).splitlines()
-    if not out:
-        return "unknown"
-    fields = out[-1].split()
-    return f"{fields[1]} ({fields[0]} on {fields[-1]})"
 
 
 #: Other work on the machine during a case (% of one core) above which
