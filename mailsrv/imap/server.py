@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailsrv.config import Settings
-from mailsrv.connections import ConnectionLimiter
+from mailsrv.connections import ConnectionLimiter, accept
 from mailsrv.imap.parser import (
     BadCharset,
     Literal,
@@ -101,13 +101,8 @@ class IMAPServer(Protocol, TimeoutMixin):
     # Connection
 
     def connectionMade(self):
-        peer = self.transport.getPeer()
-        self.peer = getattr(peer, "host", str(peer))
+        self.peer = accept(self.transport)
         self.tls = self.factory.implicit_tls
-        try:
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError):
-            pass
         self._counted = self.factory.limiter.acquire(self.peer)
         if not self._counted:
             self.write(b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n")

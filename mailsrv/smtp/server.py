@@ -28,7 +28,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from mailsrv.config import LimitSettings, Settings
-from mailsrv.connections import ConnectionLimiter
+from mailsrv.connections import ConnectionLimiter, accept
 from mailsrv.cred.credentials import PeerUsernamePassword
 from mailsrv.cred.realm import IMailAccount
 from mailsrv.logs import get_logger
@@ -175,13 +175,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         return self.factory.role
 
     def connectionMade(self):
-        peer = self.transport.getPeer()
-        self.peer = getattr(peer, "host", str(peer))
+        self.peer = accept(self.transport)
         self._tls = self.role.implicit_tls
-        try:
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError):
-            pass
         self.setTimeout(self.limits.command_timeout)
         self._counted = self.factory.connection_allowed(self)
         if not self._counted:
