@@ -85,6 +85,25 @@ class IMAPTestCase(TestCase):
         raise AssertionError("messages did not arrive")
 
 
+    def raw_session(self, messages: int = 0, flags: bytes = b"",
+                    message: bytes = MESSAGE) -> Raw:
+        """
+        A bare socket logged in as alice over implicit TLS, with C{messages}
+        copies of C{message} appended (with C{flags}) and INBOX selected.
+        """
+        raw = Raw(self.ports["imaps"], self.tls())
+        self.addCleanup(raw.close)
+        raw.send(b"l LOGIN alice@example.org wonderland\r\n")
+        raw.until_tagged(b"l")
+        for n in range(messages):
+            raw.send(b"a%d APPEND INBOX (%s) {%d+}\r\n" % (n, flags, len(message)) + message
+                     + b"\r\n")
+            raw.until_tagged(b"a%d" % n)
+        raw.send(b"s SELECT INBOX\r\n")
+        raw.until_tagged(b"s")
+        return raw
+
+
 def _logout(client):
     try:
         client.logout()
@@ -297,18 +316,9 @@ class MailboxTests(IMAPTestCase):
         EXPUNGE (RFC 6851 4.3).
         """
         def session():
-            raw = Raw(self.ports["imaps"], self.tls())
-            raw.send(b"a LOGIN alice@example.org wonderland\r\n")
-            raw.until_tagged(b"a")
-            for n in range(3):
-                raw.send(b"b%d APPEND INBOX {%d+}\r\n" % (n, len(MESSAGE)) + MESSAGE + b"\r\n")
-                raw.until_tagged(b"b%d" % n)
-            raw.send(b"c SELECT INBOX\r\nd COPY 1:2 Archive\r\ne MOVE 2:3 Trash\r\n")
-            raw.until_tagged(b"c")
-            copy = raw.until_tagged(b"d")
-            move = raw.until_tagged(b"e")
-            raw.close()
-            return copy, move
+            raw = self.raw_session(messages=3)
+            raw.send(b"d COPY 1:2 Archive\r\ne MOVE 2:3 Trash\r\n")
+            return raw.until_tagged(b"d"), raw.until_tagged(b"e")
 
         copy, move = await self.in_thread(session)
         self.assertRegex(copy[-1], rb"^d OK \[COPYUID \d+ 1:2 1:2\] COPY completed$")
@@ -471,26 +481,13 @@ class ExactResponseTests(IMAPTestCase):
     The responses clients get wrong most easily, compared line by line.
     """
 
-    def raw_session(self, messages: int = 0) -> Raw:
-        raw = Raw(self.ports["imaps"], self.tls())
-        self.addCleanup(raw.close)
-        raw.send(b"l LOGIN alice@example.org wonderland\r\n")
-        raw.until_tagged(b"l")
-        for n in range(messages):
-            raw.send(b"a%d APPEND INBOX (\\Deleted) {%d+}\r\n" % (n, len(MESSAGE)) + MESSAGE
-                     + b"\r\n")
-            raw.until_tagged(b"a%d" % n)
-        raw.send(b"s SELECT INBOX\r\n")
-        raw.until_tagged(b"s")
-        return raw
-
     async def test_expungeReachesIdlingSession(self):
         """
         RFC 2177 and RFC 3501 7.4.1: an EXPUNGE made by another session is
         told to an idling one at once, with its sequence number.
         """
         def session():
-            idler = self.raw_session(messages=3)
+            idler = self.raw_session(messages=3, flags=b"\\Deleted")
             idler.send(b"i IDLE\r\n")
             idling = idler.line()
             other = self.raw_session()
@@ -512,7 +509,7 @@ class ExactResponseTests(IMAPTestCase):
         set; the EXPUNGE responses renumber as they go.
         """
         def session():
-            raw = self.raw_session(messages=4)
+            raw = self.raw_session(messages=4, flags=b"\\Deleted")
             raw.send(b"e UID EXPUNGE 2:3\r\nf FETCH 1:* (UID)\r\n")
             return raw.until_tagged(b"e"), raw.until_tagged(b"f")
 
@@ -527,7 +524,7 @@ class ExactResponseTests(IMAPTestCase):
         compact sets, in matching order.
         """
         def session():
-            raw = self.raw_session(messages=4)
+            raw = self.raw_session(messages=4, flags=b"\\Deleted")
             raw.send(b"c UID COPY 1,3:4 Archive\r\n")
             return raw.until_tagged(b"c")
 
@@ -542,7 +539,7 @@ class ExactResponseTests(IMAPTestCase):
         would need its file gets NO [EXPUNGEISSUED] (RFC 5530).
         """
         def session():
-            first = self.raw_session(messages=3)
+            first = self.raw_session(messages=3, flags=b"\\Deleted")
             other = self.raw_session()
             other.send(b"e UID EXPUNGE 1\r\n")
             other.until_tagged(b"e")
@@ -574,14 +571,8 @@ class BackPressureTests(IMAPTestCase):
         big = MESSAGE + b"y" * 1_000_000 + b"\r\n"
 
         def session():
-            raw = Raw(self.ports["imaps"], self.tls())
-            raw.send(b"l LOGIN alice@example.org wonderland\r\n")
-            raw.until_tagged(b"l")
-            for n in range(40):
-                raw.send(b"a%d APPEND INBOX {%d+}\r\n" % (n, len(big)) + big + b"\r\n")
-                raw.until_tagged(b"a%d" % n)
-            raw.send(b"s SELECT INBOX\r\nf FETCH 1:* BODY.PEEK[]\r\n")
-            raw.until_tagged(b"s")
+            raw = self.raw_session(messages=40, message=big)
+            raw.send(b"f FETCH 1:* BODY.PEEK[]\r\n")
             time.sleep(1.5)
             while_paused = list(reads)
             received = 0

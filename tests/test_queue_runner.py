@@ -108,6 +108,15 @@ class QueueTestCase(TestCase):
             await deferLater(reactor, 0.02, lambda: None)
         self.fail(f"timed out waiting for {condition}")
 
+    def connections_at_mail(self) -> list[int]:
+        """
+        The sink's open connections at each MAIL, to check limits with.
+        """
+        seen = []
+        self.sink.mail_reply = lambda sender: (
+            seen.append(len(self.sink.connections)) or (250, "2.1.0 OK"))
+        return seen
+
     def queued_files(self) -> list[str]:
         return sorted(p.name for p in self.spool_path.iterdir()
                       if p.suffix in (".eml", ".json"))
@@ -273,9 +282,7 @@ class DeliveryTests(QueueTestCase):
         runner = self.runner(settings, start=False)
         for n in range(8):
             await runner.enqueue("alice@sender.test", [f"user{n}@remote.test"], MESSAGE)
-        most = []
-        self.sink.mail_reply = lambda sender: (
-            most.append(len(self.sink.connections)) or (250, "2.1.0 OK"))
+        most = self.connections_at_mail()
         runner.startService()
         await self.sink.wait_for_messages(8)
         self.assertEqual(max(most), 2)
@@ -291,9 +298,7 @@ class DeliveryTests(QueueTestCase):
         runner = self.runner(QueueSettings(max_concurrent=2, routes=routes), start=False)
         for n in range(8):
             await runner.enqueue("alice@sender.test", [f"user@d{n % 4}.test"], MESSAGE)
-        most = []
-        self.sink.mail_reply = lambda sender: (
-            most.append(len(self.sink.connections)) or (250, "2.1.0 OK"))
+        most = self.connections_at_mail()
         runner.startService()
         await self.sink.wait_for_messages(8)
         self.assertEqual(max(most), 2)
