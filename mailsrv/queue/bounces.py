@@ -32,8 +32,8 @@ def _read_start(path) -> bytes:
 class Bouncer:
     """
     @param deliver_local: C{deliver_local(address, message)} stores a
-        message for a local address (L{Deferred}), or fails if there is no
-        such user.
+        message for a local address (L{Deferred}), or fails with
+        L{LookupError} if there is no such user.
     @param is_local: whether an address's domain is one of ours.
     @param enqueue: the queue's C{enqueue}, for remote senders.
     """
@@ -63,9 +63,10 @@ class Bouncer:
         if self._is_local(sender):
             try:
                 await self._deliver_local(sender, b"Return-Path: <>\r\n" + report)
-            except Exception as e:
+            except LookupError as e:
                 # The sender's own domain says there is no such mailbox:
-                # nobody is left to tell.
+                # nobody is left to tell.  Any other failure goes up, and the
+                # queue keeps the message to bounce it again later.
                 log.info("Bounce for {id} to <{sender}> dropped: {error}", id=envelope.id,
                          sender=sender, error=str(e))
                 return
