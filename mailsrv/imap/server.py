@@ -51,8 +51,9 @@ class _LiteralReader:
         self.left = size
         self.size = size
         self._keep = keep
-        self._file = tempfile.TemporaryFile(prefix="mailsrv-literal-") if size > IN_MEMORY \
-            else io.BytesIO()
+        # A refused literal is read and dropped: no temporary file for it.
+        self._file = tempfile.TemporaryFile(prefix="mailsrv-literal-") \
+            if keep and size > IN_MEMORY else io.BytesIO()
 
     def write(self, data: bytes) -> None:
         self.left -= len(data)
