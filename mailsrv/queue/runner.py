@@ -170,7 +170,8 @@ class QueueRunner(MultiService):
         if not isinstance(message, bytes):
             message = b"".join(iter(lambda: message.read(CHUNK), b""))
         message = self._sign(message, sender) + message
-        header = message.split(b"\r\n\r\n", 1)[0]
+        end = message.find(b"\r\n\r\n")
+        header = message if end == -1 else message[:end]  # no copy of the body
         envelope = Envelope(
             queue_id, sender, self._reactor.seconds(), len(message),
             [QueuedRecipient(r) for r in recipients], eight_bit=not message.isascii(),
