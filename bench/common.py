@@ -9,12 +9,16 @@ tree first on C{sys.path} (see each script's top).
 import fcntl
 import os
 import resource
+import signal
 import socket
 import struct
 import subprocess
 from pathlib import Path
 
 from tests.sourcetree import SOURCE_ROOT
+
+#: Seconds a process has to stop after its signal, before SIGKILL.
+STOP_TIMEOUT = 15.0
 
 # Linux's inode flags ioctls (linux/fs.h) and the "top of a hierarchy" flag.
 FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
@@ -97,3 +101,33 @@ def filesystem_of(path: Path) -> str:
         return "unknown"
     fields = out[-1].split()
     return f"{fields[1]} ({fields[0]} on {fields[-1]})"
+
+
+def stop_process(process: subprocess.Popen | None, signum: int = signal.SIGTERM) -> None:
+    """
+    C{signum} to its process group (which start_new_session made), wait,
+    then SIGKILL whatever is left of the group.
+    """
+    if process is None:
+        return
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    kill_group(process.pid)
+
+
+def kill_group(pgid: int) -> None:
+    """
+    SIGKILL whatever is left of a process group that we started.
+    """
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

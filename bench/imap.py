@@ -130,6 +130,7 @@ from bench.common import (  # noqa: E402
     own_cpu,
     source_state,
     spread_subdirectories,
+    stop_process,
     tail,
 )
 from tests.sourcetree import server_environment, twistd_command  # noqa: E402
@@ -149,7 +150,6 @@ SEARCH = f"SEARCH SUBJECT {SEARCH_WORD}"
 #: Seconds for a server to greet after it is started, to stop politely,
 #: and for the client to wait for any reply.
 START_TIMEOUT = 60.0
-STOP_TIMEOUT = 15.0
 CLIENT_TIMEOUT = 300.0
 #: Idle connections opened at a time.
 GROUP = 20
@@ -634,23 +634,10 @@ class Server:
 
     def stop(self) -> None:
         """
-        SIGTERM (Dovecot's master stops its children), wait, then SIGKILL
-        what is left of the process group.
+        SIGTERM to the process group, wait, then SIGKILL what is left.
         """
         process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        stop_process(process)
 
     def cpu(self) -> float:
         return tree_cpu(self.process.pid)

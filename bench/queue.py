@@ -97,6 +97,7 @@ from bench.common import (  # noqa: E402
     own_cpu,
     source_state,
     spread_subdirectories,
+    stop_process,
     tail,
 )
 from mailsrv.config import QueueSettings  # noqa: E402
@@ -107,8 +108,6 @@ SINK = HERE / "queue_sink.py"
 SENDER = "alice@sender.test"
 #: Seconds for the sink to listen, and for mailsrv to send its first MAIL.
 START_TIMEOUT = 60.0
-#: Seconds to stop a process politely before it is killed.
-STOP_TIMEOUT = 15.0
 #: Seconds between looks at the queue folder once the sink has everything.
 POLL = 0.02
 _FILLER = ("The quick brown fox jumps over the lazy dog while the queue carries "
@@ -225,28 +224,6 @@ def start(command: list[str], log: Path, stdout=None, **kwargs) -> subprocess.Po
                                 start_new_session=True, **kwargs)
 
 
-def stop(process: subprocess.Popen | None, signum: int = signal.SIGTERM) -> None:
-    """
-    C{signum} to its process group, wait, then SIGKILL what is left of it.
-    """
-    if process is None:
-        return
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signum)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 class Sink:
     """
     bench/queue_sink.py in its own process, and the JSON lines it prints.
@@ -261,7 +238,7 @@ class Sink:
         try:
             self.port = self.wait("port", START_TIMEOUT)
         except BaseException:
-            stop(self.process)
+            stop_process(self.process)
             raise
 
     def wait(self, key: str, timeout: float, watched: tuple = ()):
@@ -301,7 +278,7 @@ class Sink:
         """
         Stop the sink; its report, if it had not given it yet.
         """
-        stop(self.process)
+        stop_process(self.process)
         self._buffer += self.process.stdout.read()
         self.process.stdout.close()
         for line in self._buffer.splitlines():
@@ -359,8 +336,8 @@ def run_case(root: Path, round_: int, destinations: int, args) -> dict:
     except CaseFailed as e:
         row["problems"].append(str(e))
     finally:
-        stop(profiler, signal.SIGINT)  # py-spy writes its flame graph on SIGINT
-        stop(mailsrv)
+        stop_process(profiler, signal.SIGINT)  # py-spy writes its flame graph on SIGINT
+        stop_process(mailsrv)
         if sink is not None:
             report = sink.stop() or report
     if report is not None:

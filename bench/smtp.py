@@ -67,13 +67,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from bench.common import (  # noqa: E402
+    STOP_TIMEOUT,
     filesystem_of,
     free_port,
+    kill_group,
     machine_cpu,
     own_cpu,
     run_command,
     source_state,
     spread_subdirectories,
+    stop_process,
     tail,
 )
 from tests.sourcetree import server_environment, twistd_command  # noqa: E402
@@ -85,8 +88,6 @@ SENDER = "sender@example.net"
 SERVERS = ("mailsrv", "postfix", "aiosmtpd")
 #: Seconds a server has to greet after it is started.
 START_TIMEOUT = 60.0
-#: Seconds to stop a server politely before it is killed.
-STOP_TIMEOUT = 15.0
 #: Seconds to open and EHLO all connections of a case.
 CONNECT_TIMEOUT = 30.0
 #: Seconds past the case's time limit before the client closes every
@@ -621,36 +622,6 @@ def wait_for_greeting(port: int, process: subprocess.Popen, timeout: float,
         except (OSError, ProtocolError):
             time.sleep(0.02)
     raise Unavailable(f"no greeting on port {port} after {timeout:.0f} s: " + tail(log))
-
-
-def stop_process(process: subprocess.Popen | None) -> None:
-    """
-    SIGTERM to its process group (which start_new_session made), wait, then
-    SIGKILL to whatever is left of the group.
-    """
-    if process is None:
-        return
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    kill_group(process.pid)
-
-
-def kill_group(pgid: int) -> None:
-    """
-    SIGKILL whatever is left of a process group that we started.
-    """
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class Server:
