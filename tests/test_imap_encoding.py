@@ -23,7 +23,7 @@ from mailsrv.imap.encoding import (
     string,
 )
 from mailsrv.imap.parser import BodySection
-from mailsrv.store.summary import outline
+from mailsrv.store.summary import PartOutline, outline
 
 #: The message of RFC 3501 section 8, shortened.
 RFC_EXAMPLE = (
@@ -218,6 +218,16 @@ class FlagListTests(SynchronousTestCase):
         """
         self.assertEqual(flag_list(["bad flag", "\\", "caf\u00e9", "ok"]), b"(ok)")
 
+    def test_anyIterable(self):
+        """
+        Sets, lists and one-shot iterators of the same flags give the same
+        list, however often asked.
+        """
+        flags = ["Junk", "\\Seen"]
+        for value in (frozenset(flags), frozenset(flags), set(flags), flags, iter(flags),
+                      (flag for flag in flags)):
+            self.assertEqual(flag_list(value), b"(\\Seen Junk)")
+
 
 class InternalDateTests(SynchronousTestCase):
     def test_format(self):
@@ -313,6 +323,65 @@ class EnvelopeTests(SynchronousTestCase):
             b'(NIL "" ((NIL NIL "a" "example.org")) ((NIL NIL "a" "example.org"))'
             b' ((NIL NIL "a" "example.org")) NIL NIL NIL NIL NIL)'))
         self.assertEqual(envelope(b"\r\n"), b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)")
+
+    def test_quotedStringsAndComments(self):
+        """
+        Escaped quotes and backslashes in a quoted display name are undone
+        (RFC 5322 3.2.4) and escaped again on the wire (RFC 3501 9); a
+        comment naming an address may nest and escape (RFC 5322 3.2.2); an
+        unterminated quoted string ends with the field, backslash and all.
+        """
+        header = (b'From: "Doe \\"J\\" \\\\ x" <j@example.com>\r\n'
+                  b"To: a@b (Real (nick) Name), c@d (x\\)y)\r\n"
+                  b'Cc: "open\\\r\n\r\n')
+        self.assertEqual(envelope(header), (
+            b'(NIL NIL (("Doe \\"J\\" \\\\ x" NIL "j" "example.com"))'
+            b' (("Doe \\"J\\" \\\\ x" NIL "j" "example.com"))'
+            b' (("Doe \\"J\\" \\\\ x" NIL "j" "example.com"))'
+            b' (("Real (nick) Name" NIL "a" "b")("x)y" NIL "c" "d"))'
+            b' ((NIL NIL "open\\\\" "")) NIL NIL NIL)'))
+
+    def test_spacingAndLongParts(self):
+        """
+        White space between the words of a display name is one space, and
+        none is needed before "<" or after ","; a part too long to quote
+        goes as a literal (RFC 3501 4.3).
+        """
+        header = b"From: Name<a@b>, Two  Spaces <c@d>,e@f,<g@h>\r\n\r\n"
+        self.assertIn(b' (("Name" NIL "a" "b")("Two Spaces" NIL "c" "d")(NIL NIL "e" "f")'
+                      b'(NIL NIL "g" "h")) ', envelope(header))
+        header = b"From: " + b"x" * 1000 + b"@example.com, Al <al@example.com>\r\n\r\n"
+        self.assertIn(b" ((NIL NIL {1000}\r\n" + b"x" * 1000 + b' "example.com")'
+                      b'("Al" NIL "al" "example.com")) ', envelope(header))
+
+    def test_literalsAndRoutes(self):
+        """
+        A domain literal is a host as written; a route of several domains is
+        the adl (RFC 5322 3.4.1, RFC 3501 7.4.2); an address list may mix
+        them with a group.
+        """
+        header = b"To: <@x,@y:a@b>, u@[1.2.3.4], g: b@c, d@e;, (only a comment)\r\n\r\n"
+        self.assertIn(b' ((NIL "@x,@y" "a" "b")(NIL NIL "u" "[1.2.3.4]")(NIL NIL "g" NIL)'
+                      b'(NIL NIL "b" "c")(NIL NIL "d" "e")(NIL NIL NIL NIL)) ', envelope(header))
+
+    def test_whichFieldCounts(self):
+        """
+        Field names match in any case, and the first field of a name counts;
+        a name may be followed by white space before its colon, and a value
+        may start on a continuation line (RFC 5322 2.2.3, 3.6); fields end at
+        the empty line, and bare LF ends lines too.  A first line starting
+        with white space and a line without colon are no field.
+        """
+        header = (b"FROM: first@example.com\r\nFrom: second@example.com\r\n"
+                  b"subject :\r\n  folded\r\n\r\nTo: body@example.com\r\n")
+        self.assertEqual(envelope(header), (
+            b'(NIL "folded" ((NIL NIL "first" "example.com")) ((NIL NIL "first" "example.com"))'
+            b' ((NIL NIL "first" "example.com")) NIL NIL NIL NIL NIL)'))
+        self.assertEqual(envelope(b"Subject: bare\n lf\nFrom: x@y\n\n"), (
+            b'(NIL "bare lf" ((NIL NIL "x" "y")) ((NIL NIL "x" "y")) ((NIL NIL "x" "y"))'
+            b" NIL NIL NIL NIL NIL)"))
+        self.assertEqual(envelope(b" From: leading@space\r\nX-No-Colon\r\nTo: t@u\r\n\r\n"),
+                         b'(NIL NIL NIL NIL NIL ((NIL NIL "t" "u")) NIL NIL NIL NIL)')
 
     def test_routeAndMissingDomain(self):
         """
@@ -419,6 +488,29 @@ class BodyStructureTests(SynchronousTestCase):
                       b' "title" "Long Title")) ',
                       body_structure(outline(data), True))
 
+    def test_quotedParameters(self):
+        """
+        Semicolons and escaped quotes inside quoted values and comments do
+        not split parameters (RFC 2045 5.1); a comment after a value is
+        dropped, and an unterminated quoted value ends with the field.
+        """
+        data = (b'Content-Type: text/plain; name="a\\"b;c" (x;(y;)z); charset=x\r\n'
+                b'Content-Disposition: attachment; filename="unterminated\\\r\n\r\nx')
+        self.assertEqual(body_structure(outline(data), True),
+                         b'("text" "plain" ("name" "a\\"b;c" "charset" "x") NIL NIL "7bit" 1 1'
+                         b' NIL ("attachment" ("filename" "unterminated\\\\")) NIL NIL)')
+
+    def test_spacesAndComments(self):
+        """
+        White space and comments around the type, names and values of MIME
+        fields do not count (RFC 2045 5.1, 6.1).
+        """
+        data = (b'Content-Type: Text/Plain (comment) ; charset = "utf-8" ; format=flowed\r\n'
+                b"Content-Transfer-Encoding: Base64 (x)\r\n\r\nx")
+        self.assertEqual(body_structure(outline(data), False),
+                         b'("text" "plain" ("charset" "utf-8" "format" "flowed") NIL NIL "base64"'
+                         b" 1 1)")
+
     def test_multipartWithoutParts(self):
         """
         A multipart the outline could not split (no boundary, RFC 2046 5.1.1)
@@ -478,6 +570,18 @@ class LocateTests(SynchronousTestCase):
         self.assertEqual(self.content(text="HEADER.FIELDS", fields=("X-FOLDED", "SUBJECT", "NONE")),
                          b"subject: Report\r\n for July\r\nX-Folded: one\r\n\ttwo\r\n\r\n")
         self.assertEqual(self.content(text="HEADER.FIELDS", fields=("NONE",)), b"\r\n")
+
+    def test_headerFieldsAsWritten(self):
+        """
+        HEADER.FIELDS takes the fields before the empty line, however their
+        lines end, with white space before a colon (RFC 3501 6.4.5).
+        """
+        header = b"Subject : a\nX: b\n\tc\n\nSubject: body\n"
+        part = PartOutline(header, len(header), 0, 0)
+        self.assertEqual(locate(part, fetch(text="HEADER.FIELDS", fields=("SUBJECT", "X"))),
+                         b"Subject : a\nX: b\n\tc\n\r\n")
+        self.assertEqual(locate(part, fetch(text="HEADER.FIELDS.NOT", fields=("SUBJECT",))),
+                         b"X: b\n\tc\n\r\n")
 
     def test_headerFieldsNot(self):
         """

@@ -208,6 +208,26 @@ class HeaderTests(SynchronousTestCase):
         """
         self.assertTrue(match(key("HEADER", "SUBJECT", "long enough"), candidate(FOLDED_SUBJECT)))
 
+    def test_rawEightBitFoldsFully(self):
+        """
+        A raw UTF-8 value (RFC 6532) is case-folded fully too: ASCII keys can
+        match characters that are not ASCII (RFC 3501 6.4.4).
+        """
+        message = candidate("Subject: Stra\u00dfe und \u212aatze\r\n\r\nx\r\n".encode())
+        self.assertTrue(match(key("HEADER", "SUBJECT", "strasse"), message))
+        self.assertTrue(match(key("HEADER", "SUBJECT", "katze"), message))
+        self.assertFalse(match(key("HEADER", "SUBJECT", "hund"), message))
+
+    def test_wordsOfTheKeyOverAFold(self):
+        """
+        Each word of the key may sit on another line of a folded field; the
+        key matches only when the words meet in the unfolded value.
+        """
+        self.assertTrue(match(key("HEADER", "SUBJECT", "is long enough"),
+                              candidate(FOLDED_SUBJECT)))
+        self.assertFalse(match(key("HEADER", "SUBJECT", "enough long"),
+                               candidate(FOLDED_SUBJECT)))
+
     def test_noHeader(self):
         """
         A candidate without its header loaded matches no header key (RFC 3501 6.4.4).

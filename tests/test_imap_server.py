@@ -557,6 +557,39 @@ class ExactResponseTests(IMAPTestCase):
         self.assertEqual(noop, [b"* 1 EXPUNGE", b"n OK NOOP completed"])
 
 
+    async def test_sections(self):
+        """
+        RFC 3501 6.4.5: header sections, TEXT and part sections of a message
+        stored with LF line ends, served with CRLF (2.3.4); whether a FETCH
+        needs only the header block or the whole MIME outline, the same
+        bytes come back.
+        """
+        message = (b"Subject: Sections\nFrom: a@example.org\n"
+                   b"Content-Type: multipart/mixed; boundary=b\n\n"
+                   b"--b\nContent-Type: text/plain\n\none\n--b--\n")
+
+        def session():
+            raw = self.raw_session(messages=1, message=message)
+            raw.send(b"f FETCH 1 (RFC822.HEADER BODY.PEEK[HEADER.FIELDS.NOT (FROM CONTENT-TYPE)]"
+                     b" BODY.PEEK[TEXT]<0.3>)\r\n"
+                     b"g FETCH 1 (BODY.PEEK[1.MIME] BODY.PEEK[1] BODY.PEEK[HEADER.FIELDS (SUBJECT)]"
+                     b" BODY.PEEK[TEXT])\r\n")
+            return b"\r\n".join(raw.until_tagged(b"f")), b"\r\n".join(raw.until_tagged(b"g"))
+
+        header_only, with_outline = await self.in_thread(session)
+        header = (b"Subject: Sections\r\nFrom: a@example.org\r\n"
+                  b"Content-Type: multipart/mixed; boundary=b\r\n\r\n")
+        text = b"--b\r\nContent-Type: text/plain\r\n\r\none\r\n--b--\r\n"
+        self.assertEqual(header_only, b"* 1 FETCH (RFC822.HEADER {%d}\r\n%s"
+                         b" BODY[HEADER.FIELDS.NOT (FROM CONTENT-TYPE)] {21}\r\n"
+                         b"Subject: Sections\r\n\r\n BODY[TEXT]<0> {3}\r\n--b)\r\n"
+                         b"f OK FETCH completed" % (len(header), header))
+        self.assertEqual(with_outline, b"* 1 FETCH (BODY[1.MIME] {28}\r\n"
+                         b"Content-Type: text/plain\r\n\r\n BODY[1] {3}\r\none"
+                         b" BODY[HEADER.FIELDS (SUBJECT)] {21}\r\nSubject: Sections\r\n\r\n"
+                         b" BODY[TEXT] {%d}\r\n%s)\r\ng OK FETCH completed" % (len(text), text))
+
+
 class BackPressureTests(IMAPTestCase):
     async def test_slowReaderPausesFetch(self):
         """

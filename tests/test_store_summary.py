@@ -3,6 +3,7 @@ Tests for L{mailsrv.store.summary}: MIME outlines (RFC 2045, 2046) in the
 CRLF form IMAP serves (RFC 3501 2.3.4).
 """
 
+import io
 import sqlite3
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mailsrv.store import summary
 from mailsrv.store.index import INDEX, FolderIndex
 from mailsrv.store.maildir import MaildirStore
-from mailsrv.store.summary import dumps, loads, outline
+from mailsrv.store.summary import dumps, loads, outline, read_header
 from mailsrv.store.testing import run_now
 
 MIXED = (
@@ -122,10 +123,44 @@ class OutlineTests(SynchronousTestCase):
         self.assertEqual(loads(dumps(part)), part)
 
 
+class ReadHeaderTests(SynchronousTestCase):
+    """
+    L{read_header} gives what L{outline} gives as the header, reading only
+    as far as the blank line.
+    """
+
+    def assertSameHeader(self, data: bytes) -> None:
+        file = io.BytesIO(data)
+        self.assertEqual(read_header(file), outline(data).header)
+
+    def test_lineEnds(self):
+        for data in (MIXED, MIXED.replace(b"\r\n", b"\n"), b"A: b\n\r\nbody",
+                     b"A: b\r\n\nbody", b"A: b\r\r\nC: d\n\nbody", b"\r\nbody",
+                     b"\nbody", b"\r\r\nbody\n\n", b"", b"A: b\r\n", b"A: b\r"):
+            self.assertSameHeader(data)
+
+    def test_stopsAtTheBlankLine(self):
+        data = b"Subject: x\r\n\r\n" + b"y" * 10_000_000
+        file = io.BytesIO(data)
+        self.assertEqual(read_header(file), b"Subject: x\r\n\r\n")
+        self.assertLess(file.tell(), 100_000)
+
+    def test_longHeader(self):
+        """
+        A header longer than the first read, its blank line split over two
+        reads in every way.
+        """
+        for pad in range(4):
+            data = b"X: " + b"x" * (summary._HEADER_READ - 5 + pad) + b"\n\r\nbody"
+            self.assertSameHeader(data)
+        self.assertSameHeader(b"X: " + b"x" * 100_000)
+
+
 class IndexUpgradeTests(SynchronousTestCase):
     def test_indexWithoutOutlines(self):
         """
-        An index written before outlines were kept gains the column.
+        An index written before outlines and headers were kept gains the
+        columns.
         """
         folder = Path(self.mktemp())
         folder.mkdir()
@@ -137,8 +172,10 @@ class IndexUpgradeTests(SynchronousTestCase):
         index = FolderIndex(folder)
         self.addCleanup(index.close)
         self.assertEqual(index.outlines(["1.x"]), {})
-        index.set_outlines({"1.x": "[]"})
+        self.assertEqual(index.headers(["1.x"]), {})
+        index.set_outlines({"1.x": (b"\r\n", "[]")})
         self.assertEqual(index.outlines(["1.x"]), {"1.x": "[]"})
+        self.assertEqual(index.headers(["1.x"]), {"1.x": b"\r\n"})
 
 
 class StoreOutlineTests(SynchronousTestCase):
@@ -160,5 +197,28 @@ class StoreOutlineTests(SynchronousTestCase):
         store.close()
         user = MaildirStore(root, run_now).user("alice@example.org")
         self.assertEqual(self.successResultOf(user.outlines("INBOX", [1])), first)
+        self.assertEqual(calls, [1])
+        user.close()
+
+    def test_headersReadOnceThenFromTheIndex(self):
+        """
+        Header blocks are read from the start of the file once, then come
+        from the index; an outline computed first stores the header too.
+        """
+        root = Path(self.mktemp()).absolute()
+        store = MaildirStore(root, run_now)
+        user = store.user("alice@example.org")
+        self.successResultOf(user.append("INBOX", MIXED))
+        self.successResultOf(user.append("INBOX", b"Subject: two\n\nbody\n"))
+        self.successResultOf(user.outlines("INBOX", [1]))
+        calls = []
+        real = summary.read_header
+        self.patch(summary, "read_header", lambda file: calls.append(1) or real(file))
+        expected = {1: outline(MIXED).header, 2: b"Subject: two\r\n\r\n"}
+        self.assertEqual(self.successResultOf(user.headers("INBOX", [1, 2, 42])), expected)
+        self.assertEqual(calls, [1])
+        store.close()
+        user = MaildirStore(root, run_now).user("alice@example.org")
+        self.assertEqual(self.successResultOf(user.headers("INBOX", [1, 2])), expected)
         self.assertEqual(calls, [1])
         user.close()

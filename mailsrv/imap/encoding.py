@@ -26,6 +26,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING
 import twisted.mail.imap4  # noqa: F401
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from mailsrv.imap.parser import BodySection
     from mailsrv.store.summary import PartOutline
@@ -48,20 +49,94 @@ if TYPE_CHECKING:
 _ATOM = re.compile(rb'[^\x00-\x20\x7f-\xff(){%*"\\\]]+')
 #: Longer strings go as literals, which clients read in one piece.
 _MAX_QUOTED = 1000
+#: What may be quoted, 8-bit aside: not too long, no CR, LF or NUL
+#: (RFC 3501 9, TEXT-CHAR); and what is quoted as it is, without escapes.
+_QUOTABLE = re.compile(rb"[^\0\r\n]{0,%d}" % (_MAX_QUOTED - 1))
+_PLAIN = re.compile(rb'[^\0\r\n"\\\x80-\xff]{0,%d}' % (_MAX_QUOTED - 1))
+_NIL = b"NIL"
 #: RFC 3501 2.3.2, in the order flag lists show them.
 _SYSTEM_FLAGS = ("\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft", "\\recent")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+#: RFC 5322 2.2.3: a line break before white space folds a field.
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+#: The empty line that ends a header block, with the line break before it.
+_HEADER_END = re.compile(rb"\n\r?\n")
+#: A field: its first line, whose name is what precedes its first colon
+#: (none without one), and the continuation lines that start with white space.
+_FIELD = re.compile(rb"(?=[\s\S])(?:([^:\n]*):)?[^\n]*\n?(?:[ \t][^\n]*\n?)*")
+
+
+def _field_pattern(names: tuple[str, ...]) -> re.Pattern[bytes]:
+    """
+    A field of one of these names at a line start (after a line break),
+    with its name and its value up to the next line that does not start
+    with white space; or the empty line that ends the fields, with an
+    empty name.  Names compare upper-cased as Latin-1, as in
+    L{_header_fields}, where byte 0xDF (sharp s) is "SS".  Looking at the
+    first letter spares trying every name at every line.
+    """
+    return re.compile(
+        rb"\n(?:(?=[%b])(%b)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)|\r?(?=\n))"
+        % (bytes(sorted({ord(name[0]) for name in names})),
+           b"|".join(re.escape(name.encode()).replace(b"SS", b"(?:SS|\xdf)") for name in names)),
+        re.IGNORECASE)
+
+
+#: The fields that ENVELOPE and BODYSTRUCTURE read.
+_ENVELOPE_FIELDS = _field_pattern(("DATE", "SUBJECT", "FROM", "SENDER", "REPLY-TO", "TO", "CC",
+                                   "BCC", "IN-REPLY-TO", "MESSAGE-ID"))
+_MIME_FIELDS = _field_pattern(("CONTENT-TYPE", "CONTENT-TRANSFER-ENCODING", "CONTENT-ID",
+                               "CONTENT-DESCRIPTION", "CONTENT-MD5", "CONTENT-DISPOSITION",
+                               "CONTENT-LANGUAGE", "CONTENT-LOCATION"))
+
+#: RFC 5322 3.2.4: a quoted string (an unterminated one runs to the end),
+#: and 3.2.2: a comment that neither nests nor escapes; L{_comment} reads
+#: the others.
+_QUOTED = r'"(?P<quoted>[^"\\]*(?:\\.[^"\\]*)*\\?)"?'
+_FLAT_COMMENT = r"\((?P<comment>[^()\\]*)\)"
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _token_pattern(specials: str) -> re.Pattern[str]:
+    """
+    The next token of a structured field (see L{_tokens}) after white space:
+    an atom, a domain literal where "[" is special, a quoted string, a flat
+    comment, the "(" of another comment, or a special.
+    """
+    literal = r"|\[[^\]]*\]?" if "[" in specials else ""
+    special = f"|(?P<special>[{re.escape(specials)}])" if specials else ""
+    return re.compile(rf'[ \t\r\n]*(?:(?P<atom>[^ \t\r\n"({re.escape(specials)}]+{literal})'
+                      rf"|{_QUOTED}|{_FLAT_COMMENT}|(?P<nested>\(){special})", re.DOTALL)
+
+
+#: RFC 5322 3.2.3 specials that structure an address list; MIME fields
+#: (RFC 2045 5.1) are read with none, as words and quoted strings.
+_ADDRESS_TOKEN = _token_pattern("<>@,;:[")
+_MIME_TOKEN = _token_pattern("")
+#: Printable ASCII but specials, backslash and quote (RFC 5322 3.2.3 atext,
+#: and "."): a name or address made of it can be quoted as it is.
+_ATEXT = rb"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]+"
+#: A mailbox of the usual kind, "Display Name <local@domain>",
+#: "<local@domain>" or "local@domain" with words of atext, after the ","
+#: and space that separate it from the one before.
+_SIMPLE_MAILBOX = re.compile(rb" ?(?:(%b(?: %b)*) ?(?=<))?(<)?(%b)@(%b)(?(2)>)" % ((_ATEXT,) * 4))
+
 #: RFC 2045 5.1: a token, and a media type made of two.
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
 _MEDIA_TYPE = re.compile(_TOKEN.pattern + "/" + _TOKEN.pattern)
+#: The usual MIME field: a token or media type, then parameters whose
+#: values are tokens or quoted strings without escapes.
+_SIMPLE_PARAMETER = re.compile(rf'[ \t]*;[ \t]*({_TOKEN.pattern})[ \t]*=[ \t]*'
+                               rf'(?:({_TOKEN.pattern})|"([^"\\]*)")[ \t]*')
+_SIMPLE_MIME_FIELD = re.compile(rf"({_TOKEN.pattern}(?:/{_TOKEN.pattern})?)[ \t]*"
+                                rf"((?:{_SIMPLE_PARAMETER.pattern})*)")
+#: What a MIME field holds up to its next ";" (RFC 2045 5.1), or up to a
+#: comment that L{_comment} has to read.
+_PARAMETER = re.compile(r'(?:[^;"(]+|' + _QUOTED + "|" + _FLAT_COMMENT + ")*", re.DOTALL)
 #: RFC 2231 3: a parameter split into numbered sections.
 _CONTINUATION = re.compile(r"(.+?)\*(\d+)(\*?)")
-_FOLD = re.compile(rb"\r?\n(?=[ \t])")
-_LINE = re.compile(rb"(?<=\n)")
-#: RFC 5322 3.2.3 specials that structure an address list.
-_ADDRESS_SPECIALS = "<>@,;:["
-_NIL = b"NIL"
 
 
 def astring(value: str | bytes, utf8: bool = False) -> bytes:
@@ -83,8 +158,9 @@ def string(value: str | bytes, utf8: bool = False) -> bytes:
     as no other form can carry it.
     """
     data = _bytes(value)
-    if len(data) < _MAX_QUOTED and not any(c in data for c in b"\0\r\n") and (
-            data.isascii() or (utf8 and _is_utf8(data))):
+    if _PLAIN.fullmatch(data):
+        return b'"' + data + b'"'
+    if _QUOTABLE.fullmatch(data) and (data.isascii() or (utf8 and _is_utf8(data))):
         return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return b"{%d}\r\n" % len(data) + data
 
@@ -106,6 +182,15 @@ def flag_list(flags: Iterable[str]) -> bytes:
     A flag list: system flags first in RFC 3501 2.3.2 order, then keywords
     sorted, so that a client sees the same list every time.  A flag that
     is no atom cannot be sent and is left out.
+    """
+    return _flag_list(flags if isinstance(flags, frozenset) else frozenset(flags))
+
+
+@functools.lru_cache(maxsize=1024)
+def _flag_list(flags: frozenset[str]) -> bytes:
+    """
+    L{flag_list} of a set: a folder has few distinct ones, and FETCH FLAGS
+    asks for one per message.
     """
     def order(flag: str) -> tuple[int, str]:
         lowered = flag.lower()
@@ -153,15 +238,15 @@ def envelope(header: bytes) -> bytes:
 
 
 def _envelope(header: bytes) -> bytes:
-    fields = _header_fields(header)
-    addresses = {name: _address_list(_first(fields, name))
+    fields = _read_fields(header, _ENVELOPE_FIELDS)
+    addresses = {name: _addresses(fields.get(name))
                  for name in ("FROM", "SENDER", "REPLY-TO", "TO", "CC", "BCC")}
     for name in ("SENDER", "REPLY-TO"):
-        addresses[name] = addresses[name] or addresses["FROM"]
-    items = [nstring(_first(fields, "DATE")), nstring(_first(fields, "SUBJECT"))]
-    items += [_encode_addresses(addresses[name])
-              for name in ("FROM", "SENDER", "REPLY-TO", "TO", "CC", "BCC")]
-    items += [nstring(_first(fields, "IN-REPLY-TO")), nstring(_first(fields, "MESSAGE-ID"))]
+        if addresses[name] == _NIL:
+            addresses[name] = addresses["FROM"]
+    items = [nstring(fields.get("DATE")), nstring(fields.get("SUBJECT"))]
+    items += addresses.values()
+    items += [nstring(fields.get("IN-REPLY-TO")), nstring(fields.get("MESSAGE-ID"))]
     return b"(" + b" ".join(items) + b")"
 
 
@@ -172,8 +257,8 @@ def body_structure(outline: PartOutline, extensible: bool) -> bytes:
     2045 5.2), as is one the outline did not split (a multipart without
     boundary, nesting beyond the outline's depth limit).
     """
-    fields = _header_fields(outline.header)
-    media, params = _mime_field(_first(fields, "CONTENT-TYPE"))
+    fields = _read_fields(outline.header, _MIME_FIELDS)
+    media, params = _mime_field(fields.get("CONTENT-TYPE"))
     mime_type, _, subtype = media.partition("/") if _MEDIA_TYPE.fullmatch(media) else ("", "", "")
     if _is_multipart(outline):
         items = [b"".join(body_structure(child, extensible) for child in outline.parts),
@@ -186,12 +271,12 @@ def body_structure(outline: PartOutline, extensible: bool) -> bytes:
             mime_type, subtype = "message", "rfc822"
     elif not mime_type or mime_type == "multipart" or (
             mime_type == "message" and subtype in ("rfc822", "global")):
-        mime_type, subtype, params = "text", "plain", []
+        mime_type, subtype, params = "text", "plain", ()
     if mime_type == "text" and all(name != "charset" for name, _ in params):
         params = [("charset", "us-ascii"), *params]
-    encoding, _ = _mime_field(_first(fields, "CONTENT-TRANSFER-ENCODING"))
+    encoding, _ = _mime_field(fields.get("CONTENT-TRANSFER-ENCODING"))
     items = [string(mime_type), string(subtype), _parameters(params),
-             nstring(_first(fields, "CONTENT-ID")), nstring(_first(fields, "CONTENT-DESCRIPTION")),
+             nstring(fields.get("CONTENT-ID")), nstring(fields.get("CONTENT-DESCRIPTION")),
              string(encoding if _TOKEN.fullmatch(encoding) else "7bit"),
              b"%d" % outline.body_size]
     if _is_message(outline):
@@ -201,7 +286,7 @@ def body_structure(outline: PartOutline, extensible: bool) -> bytes:
     elif mime_type == "text":
         items.append(b"%d" % outline.body_lines)
     if extensible:
-        items += [nstring(_first(fields, "CONTENT-MD5")), *_extension_data(fields)]
+        items += [nstring(fields.get("CONTENT-MD5")), *_extension_data(fields)]
     return b"(" + b" ".join(items) + b")"
 
 
@@ -241,12 +326,21 @@ def locate(outline: PartOutline, section: BodySection) -> bytes | Span | None:
         node = node.parts[0]
     if section.text == "TEXT":
         return Span(node.body_offset, node.body_size)
+    return header_section(node.header, section)
+
+
+def header_section(header: bytes, section: BodySection) -> bytes:
+    """
+    The answer to a HEADER, HEADER.FIELDS or HEADER.FIELDS.NOT section from
+    the header block it is about (RFC 3501 6.4.5): the chosen fields as
+    written, then the blank line.
+    """
     if section.text == "HEADER":
-        return node.header
+        return header
     wanted = {name.upper() for name in section.fields}
     keep = section.text == "HEADER.FIELDS"
     return b"".join(raw if raw.endswith(b"\n") else raw + b"\r\n"
-                    for name, raw in _header_fields(node.header)
+                    for name, raw in _header_fields(header)
                     if (name in wanted) == keep) + b"\r\n"
 
 
@@ -311,71 +405,75 @@ def _find_part(outline: PartOutline, numbers: tuple[int, ...]) -> PartOutline | 
     return node
 
 
+def _header_end(text: bytes) -> int:
+    """
+    Where the fields of a header block end, at its first empty line; the
+    block is given after a line break, which makes its first line start
+    like the others.
+    """
+    found = _HEADER_END.search(text)
+    return len(text) if found is None else found.start() + 1
+
+
 def _header_fields(header: bytes) -> list[tuple[str, bytes]]:
     """
     The fields of a header block as (upper-case name, raw lines with their
     folding and line ends).  A line that is no field gets the name "".
     """
-    fields: list[tuple[str, bytes]] = []
-    for line in _LINE.split(header):
-        if line in (b"", b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] = (fields[-1][0], fields[-1][1] + line)
-        else:
-            name = line.split(b":", 1)[0].rstrip(b" \t") if b":" in line else b""
-            fields.append((name.decode("latin-1").upper(), line))
+    fields = []
+    text = b"\n" + header
+    for match in _FIELD.finditer(text, 1, _header_end(text)):
+        name = (match[1] or b"").rstrip(b" \t")
+        fields.append((name.decode("latin-1").upper(), match[0]))
     return fields
 
 
-def _first(fields: list[tuple[str, bytes]], name: str) -> bytes | None:
+def _read_fields(header: bytes, pattern: re.Pattern[bytes]) -> dict[str, bytes]:
     """
-    The unfolded value (RFC 5322 2.2.3) of the first field of this name.
+    The unfolded values (RFC 5322 2.2.3) of the first field of each name
+    that C{pattern} (from L{_field_pattern}) finds, by upper-case name.
+    One search for those names rather than a split of every line: the many
+    Received fields made that most of the cost of ENVELOPE.
     """
-    for field_name, raw in fields:
-        if field_name == name:
-            return _FOLD.sub(b"", raw.split(b":", 1)[1]).strip(b" \t\r\n")
-    return None
+    found: dict[str, bytes] = {}
+    for name, value in pattern.findall(b"\n" + header):
+        if not name:
+            break  # the empty line
+        name = name.decode("latin-1").upper()
+        if name not in found:
+            value = value.strip(b" \t\r\n")
+            found[name] = _FOLD.sub(b"", value) if b"\n" in value else value
+    return found
 
 
-def _tokens(text: str, specials: str) -> list[tuple[str, str]]:
+def _tokens(text: str, pattern: re.Pattern[str]) -> list[tuple[str, str]]:
     """
     Lexical tokens of a structured field (RFC 5322 3.2, RFC 2045 5.1) as
     (kind, text): "atom" (domain literals too), "quoted" and "comment"
     with their contents unescaped, or a special character as its own kind.
+    C{pattern} is L{_ADDRESS_TOKEN} or L{_MIME_TOKEN}.
     """
     tokens = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char in " \t\r\n":
-            i += 1
-        elif char == '"':
-            value, i = _enclosed(text, i + 1, '"')
-            tokens.append(("quoted", value))
-        elif char == "(":
-            value, i = _enclosed(text, i + 1, ")")
-            tokens.append(("comment", value))
-        elif char == "[" and char in specials:
-            end = text.find("]", i)
-            end = len(text) if end < 0 else end + 1
-            tokens.append(("atom", text[i:end]))
-            i = end
-        elif char in specials:
-            tokens.append((char, char))
-            i += 1
-        else:
-            start = i
-            while i < len(text) and text[i] not in ' \t\r\n"(' and text[i] not in specials:
-                i += 1
-            tokens.append(("atom", text[start:i]))
+    position = 0
+    while match := pattern.match(text, position):
+        kind = match.lastgroup
+        value = match[kind]
+        position = match.end()
+        if kind == "quoted" and "\\" in value:
+            value = _ESCAPED.sub(r"\1", value)
+        elif kind == "nested":
+            kind = "comment"
+            value, position = _comment(text, position)
+        elif kind == "special":
+            kind = value
+        tokens.append((kind, value))
     return tokens
 
 
-def _enclosed(text: str, i: int, close: str) -> tuple[str, int]:
+def _comment(text: str, i: int) -> tuple[str, int]:
     """
-    The unescaped contents of a quoted string or (nested) comment starting
-    at C{i}, and where it ends; an unterminated one runs to the end.
+    The unescaped contents of a comment, which may nest, whose "(" is before
+    C{i}, and where it ends; an unterminated one runs to the end.
     """
     out = []
     depth = 1
@@ -385,17 +483,35 @@ def _enclosed(text: str, i: int, close: str) -> tuple[str, int]:
         if char == "\\" and i < len(text):
             char = text[i]
             i += 1
-        elif char == close:
+        elif char == ")":
             depth -= 1
             if not depth:
                 break
-        elif char == "(" and close == ")":
+        elif char == "(":
             depth += 1
         out.append(char)
     return "".join(out), i
 
 
-def _address_list(value: bytes | None) -> list[tuple[str | None, ...]]:
+def _addresses(value: bytes | None) -> bytes:
+    """
+    The ENVELOPE form of an address list (RFC 3501 7.4.2): NIL when there
+    is none.  A list of usual mailboxes is written out directly.
+    """
+    if not value:
+        return _NIL
+    encoded = []
+    for part in value.split(b","):
+        simple = _SIMPLE_MAILBOX.fullmatch(part) if len(part) < _MAX_QUOTED else None
+        if simple is None:
+            return _encode_addresses(_address_list(value))
+        name, _, local, domain = simple.groups()
+        encoded.append(b'(%b NIL "%b" "%b")' % (b'"' + name + b'"' if name else _NIL,
+                                                 local, domain))
+    return b"(" + b"".join(encoded) + b")"
+
+
+def _address_list(value: bytes) -> list[tuple[str | None, ...]]:
     """
     Address structures (name, adl, mailbox, host) of an address list (RFC
     5322 3.4), with groups as start and end markers (RFC 3501 7.4.2).
@@ -405,8 +521,6 @@ def _address_list(value: bytes | None) -> list[tuple[str | None, ...]]:
     Dovecot does).  An address without a domain gets the host "" rather
     than NIL, which would mark a group.
     """
-    if value is None:
-        return []
     result: list[tuple[str | None, ...]] = []
     in_group = False
     words: list[tuple[str, str]] = []
@@ -414,7 +528,7 @@ def _address_list(value: bytes | None) -> list[tuple[str | None, ...]]:
     angle_open = False
     comment = None
     # A final "," ends the last address like any other.
-    for kind, text in [*_tokens(value.decode("utf-8", "surrogateescape"), _ADDRESS_SPECIALS),
+    for kind, text in [*_tokens(value.decode("utf-8", "surrogateescape"), _ADDRESS_TOKEN),
                        (",", ",")]:
         if kind == "comment":
             comment = text
@@ -473,23 +587,31 @@ def _encode_addresses(addresses: list[tuple[str | None, ...]]) -> bytes:
                            for address in addresses) + b")"
 
 
-def _mime_field(value: bytes | None) -> tuple[str, list[tuple[str, str]]]:
+@functools.lru_cache(maxsize=1024)
+def _mime_field(value: bytes | None) -> tuple[str, tuple[tuple[str, str], ...]]:
     """
     The lower-case value ("text/plain", "attachment", "base64") and the
     parameters of a MIME field (RFC 2045 5.1, RFC 2183 2); the value is ""
     when missing or not a single token.  Parameter names are lower-cased,
-    values kept as written; one without a value is dropped.
+    values kept as written; one without a value is dropped.  Kept for the
+    next part: a folder repeats few values ("7bit", "text/plain; ...").
     """
     if value is None:
-        return "", []
-    head, *segments = _split_parameters(value.decode("utf-8", "surrogateescape"))
-    tokens = [token for token in _tokens(head, "") if token[0] != "comment"]
+        return "", ()
+    text = value.decode("utf-8", "surrogateescape")
+    simple = _SIMPLE_MIME_FIELD.fullmatch(text)
+    if simple is not None:  # read in one go, to the same answer as below
+        return simple[1].lower(), _join_continuations(
+            [(name.lower(), token or quoted)
+             for name, token, quoted in _SIMPLE_PARAMETER.findall(simple[2])])
+    head, *segments = _split_parameters(text)
+    tokens = [token for token in _tokens(head, _MIME_TOKEN) if token[0] != "comment"]
     main = tokens[0][1].lower() if len(tokens) == 1 and tokens[0][0] == "atom" else ""
     params = []
     for segment in segments:
         name, equals, rest = segment.partition("=")
         name = name.strip().lower()
-        tokens = [token for token in _tokens(rest, "") if token[0] != "comment"]
+        tokens = [token for token in _tokens(rest, _MIME_TOKEN) if token[0] != "comment"]
         if equals and _TOKEN.fullmatch(name) and tokens:
             params.append((name, tokens[0][1] if tokens[0][0] == "quoted"
                            else " ".join(text for _, text in tokens)))
@@ -501,29 +623,18 @@ def _split_parameters(text: str) -> list[str]:
     Split a MIME field at the semicolons outside quoted strings and comments.
     """
     pieces = []
-    start = depth = 0
-    quoted = escaped = False
-    for i, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif char == "\\" and (quoted or depth):
-            escaped = True
-        elif quoted:
-            quoted = char != '"'
-        elif char == '"' and not depth:
-            quoted = True
-        elif char == "(":
-            depth += 1
-        elif char == ")" and depth:
-            depth -= 1
-        elif char == ";" and not depth:
-            pieces.append(text[start:i])
-            start = i + 1
+    start = position = 0
+    while (position := _PARAMETER.match(text, position).end()) < len(text):
+        if text[position] == ";":
+            pieces.append(text[start:position])
+            start = position = position + 1
+        else:
+            position = _comment(text, position + 1)[1]
     pieces.append(text[start:])
     return pieces
 
 
-def _join_continuations(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _join_continuations(params: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """
     Join RFC 2231 3 continuations ("name*0", "name*1*"...) into one
     parameter, in the place of the first.  Charset-encoded values stay
@@ -555,25 +666,25 @@ def _join_continuations(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
         joined += "".join(text if encoded else urllib.parse.quote(text, safe="")
                           for _, encoded, text in parts)
         result.append((name + "*", joined))
-    return result
+    return tuple(result)
 
 
-def _parameters(params: list[tuple[str, str]]) -> bytes:
+def _parameters(params: Sequence[tuple[str, str]]) -> bytes:
     if not params:
         return _NIL
     return b"(" + b" ".join(string(name) + b" " + string(value) for name, value in params) + b")"
 
 
-def _extension_data(fields: list[tuple[str, bytes]]) -> list[bytes]:
+def _extension_data(fields: dict[str, bytes]) -> list[bytes]:
     """
     Disposition, language and location: the extension data that basic and
     multipart parts share (RFC 3501 7.4.2, RFC 2183, RFC 3066, RFC 2557).
     """
-    disposition, params = _mime_field(_first(fields, "CONTENT-DISPOSITION"))
-    language = _first(fields, "CONTENT-LANGUAGE")
+    disposition, params = _mime_field(fields.get("CONTENT-DISPOSITION"))
+    language = fields.get("CONTENT-LANGUAGE")
     tags = [tag.strip() for tag in (language or b"").decode("utf-8", "surrogateescape").split(",")
             if tag.strip()]
     return [b"(" + string(disposition) + b" " + _parameters(params) + b")"
             if _TOKEN.fullmatch(disposition) else _NIL,
             b"(" + b" ".join(string(tag) for tag in tags) + b")" if tags else _NIL,
-            nstring(_first(fields, "CONTENT-LOCATION"))]
+            nstring(fields.get("CONTENT-LOCATION"))]

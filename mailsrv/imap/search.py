@@ -123,8 +123,28 @@ def _recent(args, c, ls, lu):
 
 def _header(args, c, ls, lu):
     wanted = args[1].casefold()
+    header = c.header or b""
+    if _surely_absent(wanted, header):
+        return False
     return any(wanted in _decode_words(value).casefold()
-               for value in _field_values(c.header or b"", args[0]))
+               for value in _field_values(header, args[0]))
+
+
+def _surely_absent(wanted: str, header: bytes) -> bool:
+    """
+    Whether one look at the raw bytes proves that no field of C{header}
+    contains C{wanted}: finding fields and decoding them was most of a
+    SEARCH SUBJECT's time, and most messages do not match.
+
+    Only a 7-bit header without encoded words reads the same raw as
+    decoded (casefolding other characters can give ASCII: "\u00df" is
+    "ss"); unfolding only joins lines, so each word of C{wanted} must
+    then appear as it is.
+    """
+    if not (wanted.isascii() and header.isascii()) or b"=?" in header:
+        return False
+    lowered = header.lower()
+    return not all(word.encode("ascii") in lowered for word in wanted.split())
 
 
 @lru_cache(maxsize=64)

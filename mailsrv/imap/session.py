@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import bisect
 import re
+from dataclasses import dataclass
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, DeferredLock
@@ -633,10 +634,9 @@ class Session:
                       for seq, uid in enumerate(view.uids, 1)]
         store = self.account.store
         if needs_header(key) and candidates:
-            outlines = await store.outlines(view.name, [c.info.uid for c in candidates])
+            headers = await store.headers(view.name, [c.info.uid for c in candidates])
             for c in candidates:
-                outline = outlines.get(c.info.uid)
-                c.header = outline.header if outline is not None else b""
+                c.header = headers.get(c.info.uid, b"")
         if needs_body(key):
             for c in candidates:
                 c.text = await self._body_text(c.info.uid)
@@ -666,18 +666,10 @@ class Session:
             items = (FetchItem("UID"), *items)
         marks_seen = not view.read_only and any(
             i.section is not None and not i.section.peek for i in items)
-        # BODY[] (and RFC822) is the whole message: no outline needed.
-        wants_outline = any(i.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY") or (
-            i.section is not None and (i.section.part or i.section.text is not None))
-            for i in items)
-        # Only a top-level header section comes whole from the outline.
-        wants_content = any(i.section is not None and (i.section.part or i.section.text in
-                                                       (None, "TEXT")) for i in items)
         gone = []
         self._protocol.start_streaming()
         try:
-            await self._fetch_batches(view, uids, items, marks_seen, wants_outline,
-                                      wants_content, gone)
+            await self._fetch_batches(view, uids, items, marks_seen, _FetchNeeds.of(items), gone)
         finally:
             self._protocol.stop_streaming()
         if gone:
@@ -685,33 +677,55 @@ class Session:
             raise No("Some of the messages no longer exist", "EXPUNGEISSUED")
         return "FETCH completed"
 
-    async def _fetch_batches(self, view, uids, items, marks_seen, wants_outline,
-                             wants_content, gone) -> None:
-        for start in range(0, len(uids), FETCH_BATCH):
-            batch = uids[start:start + FETCH_BATCH]
-            if marks_seen:
-                unseen = [u for u in batch if _SEEN not in view.message(u).flags]
-                if unseen:
-                    for info in await self.account.store.set_flags(view.name, unseen, [_SEEN],
-                                                                   "add"):
-                        view.update(info)
-            outlines = await self.account.store.outlines(view.name, batch) \
-                if wants_outline else {}
-            for part in _by_size(batch, view) if wants_content else [batch]:
-                contents = await self.account.store.read_messages(view.name, part) \
-                    if wants_content else {}
-                for uid in part:
-                    if (wants_outline and uid not in outlines) or (
-                            wants_content and uid not in contents):
+    async def _fetch_batches(self, view, uids, items, marks_seen, needs: _FetchNeeds,
+                             gone) -> None:
+        """
+        Answer in runs (L{_runs}), loading the next run from the store while
+        this one is encoded and sent: the disk and the index work in a
+        pool thread while the reactor encodes.
+        """
+        runs = _runs(uids, view, needs.content)
+        loading = self._load_run(view.name, runs[0], needs) if runs else None
+        try:
+            for number, run in enumerate(runs):
+                if marks_seen:
+                    await self._mark_seen(view, run)
+                outlines, headers, contents = await loading
+                loading = None
+                if number + 1 < len(runs):
+                    loading = self._load_run(view.name, runs[number + 1], needs)
+                for uid in run:
+                    if (needs.outline and uid not in outlines) or (
+                            needs.header and uid not in headers) or (
+                            needs.content and uid not in contents):
                         gone.append(uid)
                         continue
-                    self.write(self._fetch_one(uid, items, outlines.get(uid),
+                    self.write(self._fetch_one(uid, items, outlines.get(uid), headers.get(uid),
                                                contents.get(uid), marks_seen))
                 self._protocol.flush()
                 await self._protocol.writable()
+        finally:
+            if loading is not None:
+                loading.addErrback(lambda _: None)  # the FETCH failed or the client left
 
-    def _fetch_one(self, uid: int, items, outline, content: bytes | None,
-                   marks_seen: bool) -> bytes:
+    def _load_run(self, name, run: list[int], needs: _FetchNeeds) -> Deferred:
+        async def load():
+            store = self.account.store
+            outlines = await store.outlines(name, run) if needs.outline else {}
+            headers = await store.headers(name, run) if needs.header else \
+                {uid: o.header for uid, o in outlines.items()}
+            contents = await store.read_messages(name, run) if needs.content else {}
+            return outlines, headers, contents
+        return Deferred.fromCoroutine(load())
+
+    async def _mark_seen(self, view, run: list[int]) -> None:
+        unseen = [u for u in run if _SEEN not in view.message(u).flags]
+        if unseen:
+            for info in await self.account.store.set_flags(view.name, unseen, [_SEEN], "add"):
+                view.update(info)
+
+    def _fetch_one(self, uid: int, items, outline, header: bytes | None,
+                   content: bytes | None, marks_seen: bool) -> bytes:
         view = self.view
         info = view.message(uid)
         parts = []
@@ -719,25 +733,25 @@ class Session:
         for item in items:
             name = item.name
             if name == "UID":
-                parts.append(f"UID {uid}".encode())
+                parts.append(b"UID %d" % uid)
             elif name == "FLAGS":
                 parts.append(b"FLAGS " + encoding.flag_list(view.flags(uid)))
                 wrote_flags = True
             elif name == "INTERNALDATE":
                 parts.append(b"INTERNALDATE " + encoding.internal_date(info.internal_date))
             elif name == "RFC822.SIZE":
-                parts.append(f"RFC822.SIZE {info.size}".encode())
+                parts.append(b"RFC822.SIZE %d" % info.size)
             elif name == "ENVELOPE":
-                parts.append(b"ENVELOPE " + encoding.envelope(outline.header))
+                parts.append(b"ENVELOPE " + encoding.envelope(header))
             elif name in ("BODYSTRUCTURE", "BODY"):
                 parts.append(name.encode() + b" "
                              + encoding.body_structure(outline, name == "BODYSTRUCTURE"))
             else:
                 parts.append(item.section.label().encode() + b" "
-                             + _section(outline, content, item.section))
+                             + _section(outline, header, content, item.section))
         if marks_seen and not wrote_flags:
             parts.append(b"FLAGS " + encoding.flag_list(view.flags(uid)))
-        return f"* {view.seq(uid)} FETCH (".encode() + b" ".join(parts) + b")\r\n"
+        return b"* %d FETCH (" % view.seq(uid) + b" ".join(parts) + b")\r\n"
 
     async def do_STORE(self, command):
         self._need_selected()
@@ -806,19 +820,21 @@ def _matcher(reference: str, pattern: str):
 
 
 
-#: Message bytes read from disk for one round of a FETCH of bodies.
+#: Message bytes read from disk for one run of a FETCH of bodies.
 FETCH_READ_LIMIT = 8 * 1024 * 1024
 
 
-def _by_size(uids: list[int], view: FolderView) -> list[list[int]]:
+def _runs(uids: list[int], view: FolderView, by_size: bool) -> list[list[int]]:
     """
-    Split UIDs into runs of at most L{FETCH_READ_LIMIT} bytes of messages
-    (a single bigger message gets a run of its own).
+    Split UIDs into runs of at most L{FETCH_BATCH} messages and, when their
+    contents are read, at most L{FETCH_READ_LIMIT} bytes (a single bigger
+    message gets a run of its own).
     """
     runs, current, size = [], [], 0
     for uid in uids:
-        message_size = view.message(uid).size
-        if current and size + message_size > FETCH_READ_LIMIT:
+        message_size = view.message(uid).size if by_size else 0
+        if current and (len(current) == FETCH_BATCH
+                        or size + message_size > FETCH_READ_LIMIT):
             runs.append(current)
             current, size = [], 0
         current.append(uid)
@@ -828,14 +844,35 @@ def _by_size(uids: list[int], view: FolderView) -> list[list[int]]:
     return runs
 
 
-def _section(outline, content: bytes | None, section) -> bytes:
+@dataclass(frozen=True)
+class _FetchNeeds:
+    """
+    What the store must give for a FETCH's items: each is a cost per
+    message that most FETCHes avoid (a client listing a folder wants its
+    ENVELOPEs, which only the header blocks answer).
+    """
+
+    outline: bool  # the MIME outline: BODYSTRUCTURE, or a section of a part
+    header: bool  # the top-level header block alone
+    content: bool  # the whole message
+
+    @classmethod
+    def of(cls, items) -> _FetchNeeds:
+        sections = [i.section for i in items if i.section is not None]
+        outline = any(i.name in ("BODYSTRUCTURE", "BODY") for i in items) or any(
+            s.part for s in sections)
+        header = not outline and (any(i.name == "ENVELOPE" for i in items) or any(
+            s.text is not None for s in sections))
+        content = any(s.part or s.text in (None, "TEXT") for s in sections)
+        return cls(outline, header, content)
+
+
+def _section(outline, header: bytes | None, content: bytes | None, section) -> bytes:
     """
     A body section as a literal (RFC 3501 6.4.5), its partial applied; a
     part that does not exist is an empty string.
     """
-    if not section.part and section.text is None:
-        data = content
-    else:
+    if section.part:
         found = encoding.locate(outline, section)
         if found is None:
             data = b""
@@ -843,6 +880,12 @@ def _section(outline, content: bytes | None, section) -> bytes:
             data = found
         else:
             data = content[found.offset:found.offset + found.length]
+    elif section.text is None:
+        data = content
+    elif section.text == "TEXT":
+        data = content[len(header):]
+    else:
+        data = encoding.header_section(header, section)
     if section.partial is not None:
         start, count = encoding.apply_partial(len(data), section.partial)
         data = data[start:start + count]

@@ -247,6 +247,16 @@ class IUserStore(Interface):
         @return: L{Deferred} of C{{uid: bytes}} for the UIDs that exist.
         """
 
+    def headers(name, uids):
+        """
+        The top-level header block of each message, with CRLF line ends, up
+        to and including its blank line: from the index when known, else
+        read from the start of the file only.  What ENVELOPE, header
+        sections and SEARCH by header need.
+
+        @return: L{Deferred} of C{{uid: bytes}} for the UIDs that exist.
+        """
+
     def outlines(name, uids):
         """
         The MIME outline of each message (L{mailsrv.store.summary.PartOutline}:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import socket
 import threading
@@ -141,6 +142,9 @@ def _arrival_order(base: str) -> tuple[int, int, str]:
             int(micro) if micro.isdigit() else 0, base)
 
 
+_SIZE_FIELD = re.compile(r",([SW])=([0-9]+)(?=,|\Z)")
+
+
 def _split_name(name: str) -> tuple[str, str]:
     """
     A Maildir file name's base and its flag letters.
@@ -150,13 +154,12 @@ def _split_name(name: str) -> tuple[str, str]:
 
 
 def _size_from_base(base: str) -> tuple[int | None, int | None]:
-    size = vsize = None
-    for part in base.split(",")[1:]:
-        if part.startswith("S=") and part[2:].isdigit():
-            size = int(part[2:])
-        elif part.startswith("W=") and part[2:].isdigit():
-            vsize = int(part[2:])
-    return size, vsize
+    """
+    The S= (file size) and W= (CRLF size) fields of a Maildir base name.
+    """
+    sizes = dict(_SIZE_FIELD.findall(base))
+    size, vsize = sizes.get("S"), sizes.get("W")
+    return int(size) if size else None, int(vsize) if vsize else None
 
 
 def _crlf_size(path: Path) -> int:
@@ -322,7 +325,7 @@ class _Folder:
         # Plain strings: this runs once per message when a large folder is
         # first opened, and Path objects cost more than the stat.
         name = f"{base}:2,{letters}" if subdir == "cur" else base
-        path = os.path.join(self._directory_text, subdir, name)
+        path = f"{self._directory_text}/{subdir}/{name}"
         try:
             st = os.stat(path)
             size, vsize = _size_from_base(base)
@@ -424,9 +427,11 @@ class _Folder:
     def uidnext(self) -> int:
         return self.uidlist.next_uid if self.uidlist else 1
 
-    def path_of(self, uid: int) -> Path:
+    def path_of(self, uid: int) -> str:
+        # A string: this runs for every message a FETCH reads, and building
+        # a Path cost more than opening the file.
         message = self.messages[uid]
-        return self.directory / message.subdir / message.filename
+        return f"{self._directory_text}/{message.subdir}/{message.filename}"
 
     # -- changing ---------------------------------------------------------
 
@@ -765,20 +770,45 @@ class MaildirUserStore:
                     continue
         return contents
 
+    def headers(self, name, uids) -> Deferred:
+        return self._call(self._with_folder(self._name(name), self._headers, tuple(uids)))
+
+    def _headers(self, folder: _Folder, uids) -> dict[int, bytes]:
+        wanted = {folder.messages[uid].base: uid for uid in uids if uid in folder.messages}
+        stored = folder.index.headers(list(wanted), most=2 * len(wanted) > len(folder.messages))
+        found = {}
+        computed = {}
+        for base, uid in wanted.items():
+            header = stored.get(base)
+            if header is None:
+                try:
+                    with open(folder.path_of(uid), "rb") as f:
+                        header = computed[base] = summary.read_header(f)
+                except FileNotFoundError:
+                    continue  # gone since the last look: the next sync tells
+            found[uid] = header
+        if computed:
+            folder.index.set_headers(computed)
+        return found
+
     def outlines(self, name, uids) -> Deferred:
         return self._call(self._with_folder(self._name(name), self._outlines, tuple(uids)))
 
     def _outlines(self, folder: _Folder, uids) -> dict[int, PartOutline]:
         wanted = {folder.messages[uid].base: uid for uid in uids if uid in folder.messages}
-        stored = folder.index.outlines(list(wanted))
+        stored = folder.index.outlines(list(wanted), most=2 * len(wanted) > len(folder.messages))
         found = {}
         computed = {}
         for base, uid in wanted.items():
             if base in stored:
                 found[uid] = summary.loads(stored[base])
-            else:
-                found[uid] = summary.outline(folder.path_of(uid).read_bytes())
-                computed[base] = summary.dumps(found[uid])
+                continue
+            try:
+                with open(folder.path_of(uid), "rb") as f:
+                    found[uid] = summary.outline(f.read())
+            except FileNotFoundError:
+                continue
+            computed[base] = (found[uid].header, summary.dumps(found[uid]))
         if computed:
             folder.index.set_outlines(computed)
         return found
@@ -991,7 +1021,7 @@ class MaildirUserStore:
         removed = []
         subdirs = set()
         for uid in doomed:
-            folder.path_of(uid).unlink(missing_ok=True)
+            Path(folder.path_of(uid)).unlink(missing_ok=True)
             message = folder.messages.pop(uid)
             removed.append(message.base)
             subdirs.add(message.subdir)

@@ -19,13 +19,18 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 from email.policy import compat32
+from typing import BinaryIO
 
 #: Nesting deeper than this is treated as an opaque body (a hostile message
 #: must not cost unbounded recursion).
 MAX_DEPTH = 20
 
 _HEADER_END = re.compile(rb"\r\n\r\n")
+#: The blank line ending a header block, whatever the line ends.
+_ANY_HEADER_END = re.compile(rb"\n\r?\n")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+#: The first read of L{read_header}: most header blocks fit.
+_HEADER_READ = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,28 @@ def to_crlf(data: bytes) -> bytes:
     if data.count(b"\n") == data.count(b"\r\n"):
         return data  # already CRLF: no regular expression over the whole file
     return _BARE_LF.sub(b"\r\n", data)
+
+
+def read_header(file: BinaryIO) -> bytes:
+    """
+    The header block of the message in C{file} with CRLF line ends, the
+    same as C{outline(file.read()).header}, reading only as far as its
+    blank line: listing ENVELOPEs of a folder of large messages must not
+    read their bodies.
+    """
+    data = file.read(_HEADER_READ)
+    if data.startswith((b"\r\n", b"\n")):
+        return b"\r\n"  # no header at all, just the blank line
+    searched = 0
+    while True:
+        found = _ANY_HEADER_END.search(data, searched)
+        if found is not None:
+            return to_crlf(data[:found.end()])
+        more = file.read(len(data))
+        if not more:
+            return to_crlf(data)  # all header, no body
+        searched = max(0, len(data) - 2)
+        data += more
 
 
 def outline(data: bytes) -> PartOutline:
