@@ -10,7 +10,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailsrv.store import summary
-from mailsrv.store.index import INDEX, FolderIndex
+from mailsrv.store.index import INDEX, FolderIndex, IndexEntry
 from mailsrv.store.maildir import MaildirStore
 from mailsrv.store.summary import dumps, loads, outline, read_header
 from mailsrv.store.testing import run_now
@@ -156,26 +156,46 @@ class ReadHeaderTests(SynchronousTestCase):
         self.assertSameHeader(b"X: " + b"x" * 100_000)
 
 
-class IndexUpgradeTests(SynchronousTestCase):
-    def test_indexWithoutOutlines(self):
+class IndexTests(SynchronousTestCase):
+    def test_indexWithOutlinesInTheMessageTable(self):
         """
-        An index written before outlines and headers were kept gains the
-        columns.
+        An index written when outlines were a column of the message table
+        loses that column and keeps its entries.
         """
         folder = Path(self.mktemp())
         folder.mkdir()
         db = sqlite3.connect(folder / INDEX)
         db.executescript("CREATE TABLE message (base TEXT PRIMARY KEY, size INTEGER NOT NULL,"
-                         " vsize INTEGER NOT NULL, mtime REAL NOT NULL, modseq INTEGER NOT NULL);"
-                         "INSERT INTO message VALUES ('1.x', 1, 1, 0, 5);")
+                         " vsize INTEGER NOT NULL, mtime REAL NOT NULL, modseq INTEGER NOT NULL,"
+                         " outline TEXT);"
+                         "INSERT INTO message VALUES ('1.x', 1, 1, 0, 5, '[]');")
         db.close()
         index = FolderIndex(folder)
         self.addCleanup(index.close)
+        entries, _ = index.load()
+        self.assertEqual(list(entries), ["1.x"])
         self.assertEqual(index.outlines(["1.x"]), {})
-        self.assertEqual(index.headers(["1.x"]), {})
         index.set_outlines({"1.x": (b"\r\n", "[]")})
         self.assertEqual(index.outlines(["1.x"]), {"1.x": "[]"})
         self.assertEqual(index.headers(["1.x"]), {"1.x": b"\r\n"})
+
+    def test_mostOfTheFolder(self):
+        """
+        Asking for most of a folder's headers gives the same as asking for
+        each; removed messages lose theirs.
+        """
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        index = FolderIndex(folder)
+        self.addCleanup(index.close)
+        bases = [f"{n}.x" for n in range(1200)]
+        index.update([(b, IndexEntry(1, 1, 0.0, 1)) for b in bases], [], 1)
+        index.set_headers({b: b.encode() for b in bases[:1100]})
+        for most in (False, True):
+            self.assertEqual(index.headers(bases[5:1150], most),
+                             {b: b.encode() for b in bases[5:1100]})
+        index.update([], bases[:10], 1)
+        self.assertEqual(len(index.headers(bases, True)), 1090)
 
 
 class StoreOutlineTests(SynchronousTestCase):

@@ -37,7 +37,7 @@ _BODY_OPS = frozenset({"BODY", "TEXT"})
 _FOLD = re.compile(r"\r?\n[ \t]+")
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """
     One message of the selected folder as SEARCH sees it.
@@ -150,8 +150,7 @@ def _surely_absent(wanted: str, header: bytes) -> bool:
 @lru_cache(maxsize=64)
 def _field_pattern(name: str) -> re.Pattern[bytes]:
     value = rb"[ \t]*:((?:[^\r\n]|\r?\n[ \t])*)"
-    return re.compile(rb"^" + re.escape(name.encode("ascii")) + value,
-                      re.IGNORECASE | re.MULTILINE)
+    return re.compile(re.escape(name.encode("ascii")) + value, re.IGNORECASE)
 
 
 def _field_values(header: bytes, name: str) -> list[str]:
@@ -159,17 +158,27 @@ def _field_values(header: bytes, name: str) -> list[str]:
     The unfolded values of every field C{name} (a fold and the whitespace
     after it become one space), found without parsing the other fields:
     parsing every field of every message made SEARCH SUBJECT 24x slower
-    than Dovecot (bench/imap.py).
+    than Dovecot (bench/imap.py).  The pattern is tried only where a line
+    starts with the name, as C{bytes.find} finds it much faster than a
+    case-insensitive regular expression does.
     """
     if not name.isascii():
         return []  # RFC 5322 2.2: field names are ASCII
+    pattern = _field_pattern(name)
+    lowered = header.lower()
+    key = name.lower().encode("ascii")
     values = []
-    for raw in _field_pattern(name).findall(header):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
-        values.append(_FOLD.sub(" ", text).strip())
+    at = lowered.find(key)
+    while at != -1:
+        found = pattern.match(header, at) if at == 0 or header[at - 1] == 0x0A else None
+        if found is not None:
+            raw = found.group(1)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+            values.append(_FOLD.sub(" ", text).strip())
+        at = lowered.find(key, at + 1)
     return values
 
 
