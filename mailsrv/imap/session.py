@@ -125,6 +125,14 @@ class FolderView:
             return self._messages[index]
         return None
 
+    def messages(self) -> list[MessageInfo]:
+        """
+        Every message in sequence order, this session's changes included.
+        """
+        if not self._changed:
+            return list(self._messages)
+        return [self._changed.get(info.uid, info) for info in self._messages]
+
     def update(self, info: MessageInfo) -> None:
         """
         This session changed a message's flags.
@@ -630,8 +638,9 @@ class Session:
         self._need_selected()
         _, key = command.args
         view = self.view
-        candidates = [Candidate(seq, view.message(uid), uid in view.recent)
-                      for seq, uid in enumerate(view.uids, 1)]
+        recent = view.recent
+        candidates = [Candidate(seq, info, info.uid in recent)
+                      for seq, info in enumerate(view.messages(), 1)]
         store = self.account.store
         if needs_header(key) and candidates:
             headers = await store.headers(view.name, [c.info.uid for c in candidates])
