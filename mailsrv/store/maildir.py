@@ -97,6 +97,9 @@ _USE_BY_NAME = {"drafts": "\\Drafts", "sent": "\\Sent", "sent items": "\\Sent",
 SPECIAL_USE_FILE = "mailsrv-special-use"
 #: Seconds to gather a burst of file events before looking at the folder.
 RESYNC_DELAY = 0.05
+#: How long after its last write a folder index's log is checkpointed
+#: (L{FolderIndex.checkpoint}): not in the middle of a burst of writes.
+CHECKPOINT_DELAY = 1.0
 #: A directory untouched this long (ns) before a scan can be trusted to show
 #: any later change in its mtime, whatever the file system's time precision.
 QUIET_NS = 2_000_000_000
@@ -568,6 +571,7 @@ class MaildirUserStore:
         self._pending: dict[str, list[_Pending]] = {}
         self._commit_waiting: set[str] = set()
         self._resyncs: dict[str, object] = {}
+        self._checkpoints: dict[str, object] = {}
 
     # -- plumbing ---------------------------------------------------------
 
@@ -634,6 +638,7 @@ class MaildirUserStore:
         async with self._lock(name):
             result, events = await self._run(self._synced_work, name, work, args)
         self._notify(events)
+        self._checkpoint_soon(name)
         return result
 
     def _synced_work(self, name, work, args, full_sync=True):
@@ -646,6 +651,36 @@ class MaildirUserStore:
                 events = []
             result = work(folder, *args) if work else None
         return result, events
+
+    def _checkpoint_soon(self, name: str) -> None:
+        """
+        Checkpoint the folder's index once it has had no writes for
+        L{CHECKPOINT_DELAY} (at once without a reactor to wait with).
+        """
+        folder = self._folders.get(name)
+        if folder is None or not folder.index.unchecked:
+            return
+        pending = self._checkpoints.get(name)
+        if self._store.reactor is None:
+            self._checkpoint(name)
+        elif pending is not None and pending.active():
+            pending.reset(CHECKPOINT_DELAY)
+        else:
+            self._checkpoints[name] = self._store.reactor.callLater(
+                CHECKPOINT_DELAY, self._checkpoint, name)
+
+    def _checkpoint(self, name: str) -> None:
+        self._checkpoints.pop(name, None)
+
+        async def checkpoint():
+            async with self._lock(name):
+                await self._run(self._synced_work, name,
+                                lambda folder: folder.index.checkpoint(), (), False)
+
+        # The index is a cache: a failed checkpoint is tried again at the
+        # next write, or by SQLite when the index closes.
+        self._call(checkpoint()).addErrback(
+            lambda f: log.failure("Checkpoint of {folder}'s index failed", f, folder=name))
 
     def _events(self, folder: _Folder, added, expunged, changed) -> list:
         events = []
@@ -938,6 +973,7 @@ class MaildirUserStore:
         # Listeners first: by the time the caller hears of its UID, every
         # session has been told the message exists.
         self._notify([*events, MessagesAdded(name, tuple(result[1]))])
+        self._checkpoint_soon(name)
         for pending, uid in zip(batch, result[1], strict=True):
             pending.deferred.callback(AppendResult(result[0], uid))
 
@@ -1267,10 +1303,11 @@ class MaildirUserStore:
         write_atomically(self.root / SPECIAL_USE_FILE, text.encode("utf-8"))
 
     def close(self) -> None:
-        for pending in self._resyncs.values():
+        for pending in [*self._resyncs.values(), *self._checkpoints.values()]:
             if pending.active():
                 pending.cancel()
         self._resyncs.clear()
+        self._checkpoints.clear()
         for folder in self._folders.values():
             folder.close()
         self._folders.clear()
