@@ -10,7 +10,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailsrv.store import summary
-from mailsrv.store.index import INDEX, FolderIndex, IndexEntry
+from mailsrv.store.index import INDEX, FolderIndex, HeaderCache, IndexEntry
 from mailsrv.store.maildir import MaildirStore
 from mailsrv.store.summary import dumps, loads, outline, read_header
 from mailsrv.store.testing import run_now
@@ -242,3 +242,38 @@ class StoreOutlineTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(user.headers("INBOX", [1, 2])), expected)
         self.assertEqual(calls, [1])
         user.close()
+
+
+class HeaderCacheTests(SynchronousTestCase):
+    def test_budget(self):
+        """
+        Past its budget the cache forgets whole folders, least recently
+        used first; removed messages leave it.
+        """
+        cache = HeaderCache(budget=100)
+        cache.put(Path("a"), {"1": b"x" * 40})
+        cache.put(Path("b"), {"1": b"y" * 40})
+        self.assertEqual(cache.get(Path("a"), ["1", "2"]), {"1": b"x" * 40})
+        cache.put(Path("c"), {"1": b"z" * 40})
+        self.assertEqual(cache.get(Path("b"), ["1"]), {})
+        self.assertEqual(cache.get(Path("a"), ["1"]), {"1": b"x" * 40})
+        cache.drop(Path("a"), ["1"])
+        self.assertEqual(cache.get(Path("a"), ["1"]), {})
+        cache.put(Path("d"), {"1": b"w" * 60})
+        self.assertEqual(cache.get(Path("c"), ["1"]), {"1": b"z" * 40})
+
+    def test_indexServesFromTheCache(self):
+        """
+        Headers once read or written come from memory, not the database;
+        a removed message's header is gone from both.
+        """
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        index = FolderIndex(folder)
+        self.addCleanup(index.close)
+        index.update([("1.x", IndexEntry(1, 1, 0.0, 1))], [], 1)
+        index.set_headers({"1.x": b"A: b\r\n\r\n"})
+        self.patch(index, "_column", lambda *args: self.fail("read the database"))
+        self.assertEqual(index.headers(["1.x"], True), {"1.x": b"A: b\r\n\r\n"})
+        index.update([], ["1.x"], 1)
+        self.assertEqual(index._registry.headers.get(index.path, ["1.x"]), {})
