@@ -904,11 +904,14 @@ def idle_memory(server: Server, user: str, spec: FolderSpec, connections: int) -
 NOTICE_MESSAGE = b"Subject: notice\r\nFrom: bench@bench.example\r\n\r\nnew mail\r\n"
 
 
-def idle_notice(writer: Client, idlers: list[Client], spec: FolderSpec) -> tuple[float, float]:
+def idle_notice(writer: Client, idlers: list[Client], spec: FolderSpec
+                ) -> tuple[float | None, float | None, int]:
     """
     How long after another session's APPEND to the folder was sent the
     first and the last idling connection hear "* n EXISTS" (RFC 2177; the
-    issue asks for within one second), in seconds.
+    issue asks for within one second), in seconds, and how many heard
+    nothing within 10 s.  (Dovecot falls back to polling every 30 s in
+    processes beyond the system's inotify instances, 128 by default.)
     """
     waiting = {client.sock: client for client in idlers}
     heard = []
@@ -927,10 +930,7 @@ def idle_notice(writer: Client, idlers: list[Client], spec: FolderSpec) -> tuple
                     selector.unregister(key.fileobj)
                     del waiting[key.fileobj]
         writer.finish(tag, sent, "APPEND")
-    if waiting:
-        raise IMAPError(f"{len(waiting)} of {len(idlers)} idling connections were not told "
-                        "of a new message within 10 s")
-    return min(heard), max(heard)
+    return min(heard, default=None), max(heard, default=None), len(waiting)
 
 
 # -- profiling -----------------------------------------------------------------
@@ -1143,10 +1143,13 @@ def print_memory(results: list[dict]) -> None:
           "idling connection heard EXISTS (target: within 1 s)")
     for r in results:
         if "notice" in r:
-            first, last = r["notice"]
-            met = ("yes" if last < 1 else "NO") if r["server"] == "mailsrv" else "-"
+            first, last, untold = r["notice"]
+            met = ("yes" if not untold and last < 1 else "NO") if r["server"] == "mailsrv" \
+                else "-"
+            heard = f"first {first * 1000:.0f} ms, last {last * 1000:.0f} ms" if last else ""
+            missed = f"; {untold} heard nothing within 10 s" if untold else ""
             print(f"  {r['server']:<8} {r['folder']:<15} {r['connections']:>5} connections: "
-                  f"first {first * 1000:.0f} ms, last {last * 1000:.0f} ms  {met}")
+                  f"{heard}{missed}  {met}")
 
 
 def main():

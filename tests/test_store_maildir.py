@@ -397,6 +397,26 @@ class ExternalChangeTests(StoreTestMixin, SynchronousTestCase):
         snapshot = self.result(self.user.snapshot("INBOX"))
         self.assertEqual((scans, [m.uid for m in snapshot.messages]), ([1], [1, 2]))
 
+    def test_waitingSnapshotsShared(self):
+        """
+        Snapshots asked for while one waits for the folder's lock share its
+        one look at the folder; one asked for once that look has begun gets
+        a look of its own (it may have been told of a later change).
+        """
+        self.result(self.user.append("INBOX", message(1)))
+        looks = []
+        real_sync = maildir._Folder.sync
+        self.patch(maildir._Folder, "sync", lambda folder: looks.append(1) or real_sync(folder))
+        lock = self.user._lock("INBOX")
+        self.result(lock.acquire())
+        waiting = [self.user.snapshot("INBOX") for _ in range(3)]
+        lock.release()
+        first, *others = [self.result(d) for d in waiting]
+        self.assertEqual(looks, [1])
+        self.assertTrue(all(other is first for other in others))
+        self.result(self.user.snapshot("INBOX"))
+        self.assertEqual(looks, [1, 1])
+
     def test_flagsChangedByAnotherProgram(self):
         recorder = Recorder()
         self.user.add_listener("INBOX", recorder)

@@ -572,6 +572,7 @@ class MaildirUserStore:
         self._commit_waiting: set[str] = set()
         self._resyncs: dict[str, object] = {}
         self._checkpoints: dict[str, object] = {}
+        self._snapshot_waiters: dict[str, list[Deferred]] = {}
 
     # -- plumbing ---------------------------------------------------------
 
@@ -630,12 +631,16 @@ class MaildirUserStore:
         self._write_subscriptions([name for name, _ in DEFAULT_FOLDERS])
         fsync_directory(self.root)
 
-    async def _with_folder(self, name: str, work: Callable, *args):
+    async def _with_folder(self, name: str, work: Callable, *args,
+                           locked: Callable | None = None):
         """
         Run C{work(folder, *args)} in the pool under the folder's lock, after
-        picking up outside changes; tell listeners what changed.
+        picking up outside changes; tell listeners what changed.  C{locked}
+        is called (in the reactor) once the lock is held.
         """
         async with self._lock(name):
+            if locked is not None:
+                locked()
             result, events = await self._run(self._synced_work, name, work, args)
         self._notify(events)
         self._checkpoint_soon(name)
@@ -754,7 +759,36 @@ class MaildirUserStore:
     # -- reading ----------------------------------------------------------
 
     def snapshot(self, name) -> Deferred:
-        return self._call(self._with_folder(self._name(name), self._describe))
+        """
+        Callers that ask while a snapshot of the folder waits for its lock
+        share that one: when a delivery wakes hundreds of sessions idling in
+        a folder, each asks, and one look at the folder answers them all
+        (bench/imap.py: 500 idle sessions heard of a new message only after
+        6 s when each synced the folder itself).  A snapshot whose work has
+        begun is not shared: it may predate what the caller was told of.
+        """
+        name = self._name(name)
+        answer = Deferred()
+        waiting = self._snapshot_waiters.get(name)
+        if waiting is not None:
+            waiting.append(answer)
+            return answer
+        waiting = self._snapshot_waiters[name] = [answer]
+
+        def locked():
+            if self._snapshot_waiters.get(name) is waiting:
+                del self._snapshot_waiters[name]  # later callers start another
+
+        def tell(result):
+            locked()
+            for each in waiting:
+                if isinstance(result, Failure):
+                    each.errback(result)
+                else:
+                    each.callback(result)
+
+        self._call(self._with_folder(name, self._describe, locked=locked)).addBoth(tell)
+        return answer
 
     def _describe(self, folder: _Folder) -> FolderSnapshot:
         """
