@@ -237,6 +237,45 @@ class HeaderTests(SynchronousTestCase):
         self.assertFalse(match(key("TEXT", "report"), bare))
 
 
+class NarrowTests(SynchronousTestCase):
+    """
+    L{search.narrow} may keep messages that do not match, but never drops
+    one that does.
+    """
+
+    HEADERS = [
+        SIMPLE, ENCODED_SUBJECT, FOLDED_SUBJECT, MIXED,
+        b"From: =?utf-8?q?Zoe?= <z@example.org>\r\nSubject: plain words\r\n\r\n",
+        b"Subject: =?utf-8?b?WmVwcGVsaW4=?=\r\n\r\n",
+        b"Subject: folded\r\n =?utf-8?q?Zeppelin?=\r\n\r\n",
+        "Subject: Stra\u00dfe\r\n\r\n".encode(),
+        b"X-Subject: zeppelin\r\nSubject: other\r\n\r\n",
+        b"",
+    ]
+    KEYS = ["report", "zeppelin", "Zeppelin", "long enough", "", " ", "strasse",
+            "stra\u00dfe", "gr\u00fc\u00dfe", "plain", "other", "folded zeppelin"]
+
+    def test_neverDropsAMatch(self):
+        headers = [h.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" if h else b""
+                   for h in self.HEADERS]
+        for field in ("SUBJECT", "FROM", "X-SUBJECT"):
+            for wanted in self.KEYS:
+                search_key = key("HEADER", field, wanted)
+                narrowed = search.narrow(key("AND", search_key, key("ALL")), headers)
+                for i, header in enumerate(headers):
+                    c = candidate(header or b"\r\n")
+                    c.header = header
+                    if match(search_key, c):
+                        self.assertTrue(narrowed is None or i in narrowed, (field, wanted, i))
+
+    def test_dropsMostMessages(self):
+        headers = [b"Subject: message %d\r\nFrom: =?utf-8?q?A?= <a@b>\r\n\r\n" % n
+                   for n in range(100)]
+        headers[42] = b"Subject: the zeppelin\r\n\r\n"
+        self.assertEqual(search.narrow(key("HEADER", "SUBJECT", "Zeppelin"), headers), {42})
+        self.assertIsNone(search.narrow(key("NOT", key("HEADER", "SUBJECT", "x")), headers))
+
+
 class BodyTests(SynchronousTestCase):
     def test_base64Text(self):
         """

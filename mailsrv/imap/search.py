@@ -63,6 +63,52 @@ def needs_header(key: SearchKey) -> bool:
     return _uses(key, _HEADER_OPS)
 
 
+def narrow(key: SearchKey, headers: list[bytes]) -> set[int] | None:
+    """
+    The positions in C{headers} (each message's header block, in order)
+    of the messages that may satisfy C{key}, found in one pass over them
+    all; None when any may.  Only HEADER keys (alone or in an AND) narrow:
+    testing each of 10,000 messages in Python kept SEARCH SUBJECT at 4x
+    Dovecot's time (bench/imap.py), and most messages fail one look at
+    the bytes.  L{matches} still decides for those that remain.
+    """
+    if key.op == "HEADER":
+        return _header_survivors(*key.args, headers)
+    if key.op == "AND":
+        found = None
+        for child in key.args:
+            narrowed = narrow(child, headers)
+            if narrowed is not None:
+                found = narrowed if found is None else found & narrowed
+        return found
+    return None
+
+
+def _header_survivors(name: str, wanted: str, headers: list[bytes]) -> set[int] | None:
+    """
+    For L{narrow}: the messages that L{_header_test}'s first look does not
+    reject -- those with a header that is not 7-bit, or with an encoded
+    word in a field named C{name}, or with the key's longest word anywhere.
+    Comprehensions, not a call per message: they run in a fraction of the
+    time.
+    """
+    if not name.isascii():
+        return set()
+    folded = wanted.casefold()
+    words = folded.encode("ascii").split() if folded.isascii() else []
+    if folded.isascii() and not words:
+        return None  # an empty or blank key: every message with the field
+    key = name.lower().encode("ascii")
+    lowered = [header.lower() for header in headers]
+    survivors = {i for i, header in enumerate(headers) if not header.isascii()}
+    survivors.update(i for i, header in enumerate(lowered)
+                     if b"=?" in header and _encoded_word_in(header, key))
+    if words:
+        word = max(words, key=len)
+        survivors.update(i for i, header in enumerate(lowered) if word in header)
+    return survivors
+
+
 def needs_body(key: SearchKey) -> bool:
     """
     Whether evaluating C{key} reads the body text: decoding bodies is the
@@ -175,18 +221,17 @@ def _field_pattern(name: str) -> re.Pattern[bytes]:
 def _encoded_word_in(lowered: bytes, key: bytes) -> bool:
     """
     Whether an encoded word may start in a field named C{key}: whether a
-    "=?" sits on a line of such a field or on one of its continuation
-    lines (many messages have one in From: only).
+    "=?" sits on a line starting with the name or on one of its
+    continuation lines (many messages have one in From: only).
     """
-    at = lowered.find(b"=?")
-    while at != -1:
-        line = lowered.rfind(b"\n", 0, at) + 1
-        while line and lowered[line] in b" \t":  # a continuation: the field began above
-            line = lowered.rfind(b"\n", 0, line - 1) + 1
-        if lowered.startswith(key, line) and \
-                lowered[line + len(key):at].lstrip(b" \t").startswith(b":"):
+    start = 0 if lowered.startswith(key) else lowered.find(b"\n" + key)
+    while start != -1:
+        end = lowered.find(b"\n", start + 1)
+        while end != -1 and lowered[end + 1:end + 2] in (b" ", b"\t"):
+            end = lowered.find(b"\n", end + 1)
+        if lowered.find(b"=?", start, len(lowered) if end == -1 else end) != -1:
             return True
-        at = lowered.find(b"=?", at + 2)
+        start = -1 if end == -1 else lowered.find(b"\n" + key, end)
     return False
 
 
