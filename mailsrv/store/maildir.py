@@ -493,6 +493,29 @@ def _renamed(name: str, old: str, new: str) -> str:
     return name
 
 
+def _from_index_or_file(folder: _Folder, uids, stored: Callable, compute: Callable
+                        ) -> tuple[dict[int, object], dict[str, object]]:
+    """
+    What C{stored(bases, most)} has of each message, or else what
+    C{compute(file)} makes of its file: (everything by UID, the computed
+    by base name, for the caller to store).  A file gone since the last
+    look is left out: the next sync tells.
+    """
+    wanted = {folder.messages[uid].base: uid for uid in uids if uid in folder.messages}
+    known = stored(list(wanted), 2 * len(wanted) > len(folder.messages))
+    found, computed = {}, {}
+    for base, uid in wanted.items():
+        if base in known:
+            found[uid] = known[base]
+            continue
+        try:
+            with open(folder.path_of(uid), "rb") as f:
+                found[uid] = computed[base] = compute(f)
+        except FileNotFoundError:
+            continue
+    return found, computed
+
+
 def _disk_errors(function, *args, **kwargs):
     """
     Run disk work; an I/O error (disk full, permissions, a vanished disk)
@@ -843,19 +866,8 @@ class MaildirUserStore:
         return self._call(self._with_folder(self._name(name), self._headers, tuple(uids)))
 
     def _headers(self, folder: _Folder, uids) -> dict[int, bytes]:
-        wanted = {folder.messages[uid].base: uid for uid in uids if uid in folder.messages}
-        stored = folder.index.headers(list(wanted), most=2 * len(wanted) > len(folder.messages))
-        found = {}
-        computed = {}
-        for base, uid in wanted.items():
-            header = stored.get(base)
-            if header is None:
-                try:
-                    with open(folder.path_of(uid), "rb") as f:
-                        header = computed[base] = summary.read_header(f)
-                except FileNotFoundError:
-                    continue  # gone since the last look: the next sync tells
-            found[uid] = header
+        found, computed = _from_index_or_file(folder, uids, folder.index.headers,
+                                              summary.read_header)
         if computed:
             folder.index.set_headers(computed)
         return found
@@ -864,22 +876,15 @@ class MaildirUserStore:
         return self._call(self._with_folder(self._name(name), self._outlines, tuple(uids)))
 
     def _outlines(self, folder: _Folder, uids) -> dict[int, PartOutline]:
-        wanted = {folder.messages[uid].base: uid for uid in uids if uid in folder.messages}
-        stored = folder.index.outlines(list(wanted), most=2 * len(wanted) > len(folder.messages))
-        found = {}
-        computed = {}
-        for base, uid in wanted.items():
-            if base in stored:
-                found[uid] = summary.loads(stored[base])
-                continue
-            try:
-                with open(folder.path_of(uid), "rb") as f:
-                    found[uid] = summary.outline(f.read())
-            except FileNotFoundError:
-                continue
-            computed[base] = (found[uid].header, summary.dumps(found[uid]))
+        def stored(bases, most):
+            return {base: summary.loads(text)
+                    for base, text in folder.index.outlines(bases, most).items()}
+
+        found, computed = _from_index_or_file(folder, uids, stored,
+                                              lambda f: summary.outline(f.read()))
         if computed:
-            folder.index.set_outlines(computed)
+            folder.index.set_outlines({base: (outline.header, summary.dumps(outline))
+                                       for base, outline in computed.items()})
         return found
 
     # -- appending --------------------------------------------------------
