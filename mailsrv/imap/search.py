@@ -99,13 +99,13 @@ def _header_survivors(name: str, wanted: str, headers: list[bytes]) -> set[int] 
     if folded.isascii() and not words:
         return None  # an empty or blank key: every message with the field
     key = name.lower().encode("ascii")
-    lowered = [header.lower() for header in headers]
     survivors = {i for i, header in enumerate(headers) if not header.isascii()}
-    survivors.update(i for i, header in enumerate(lowered)
-                     if b"=?" in header and _encoded_word_in(header, key))
+    # "?" first: finding one byte is much faster than finding two.
+    survivors.update(i for i, header in enumerate(headers)
+                     if b"?" in header and _encoded_word_in(header, key))
     if words:
         word = max(words, key=len)
-        survivors.update(i for i, header in enumerate(lowered) if word in header)
+        survivors.update(i for i, header in enumerate(headers) if word in header.lower())
     return survivors
 
 
@@ -198,7 +198,7 @@ def _header_test(name: str, wanted: str) -> Callable[[bytes], bool]:
     def test(header: bytes) -> bool:
         lowered = header.lower()
         if header.isascii() and (words is None or not all(word in lowered for word in words)) \
-                and not _encoded_word_in(lowered, key):
+                and not _encoded_word_in(header, key):
             return False
         for raw in _raw_values(header, lowered, key, pattern):
             if raw.isascii() and b"=?" not in raw:
@@ -218,20 +218,20 @@ def _field_pattern(name: str) -> re.Pattern[bytes]:
     return re.compile(re.escape(name.encode("ascii")) + value, re.IGNORECASE)
 
 
-def _encoded_word_in(lowered: bytes, key: bytes) -> bool:
+def _encoded_word_in(header: bytes, key: bytes) -> bool:
     """
-    Whether an encoded word may start in a field named C{key}: whether a
-    "=?" sits on a line starting with the name or on one of its
-    continuation lines (many messages have one in From: only).
+    Whether an encoded word may start in a field named C{key} (lower-case):
+    whether a "=?" sits on a line starting with the name, or on one of
+    its continuation lines.  Many messages have one in From: only.
     """
-    start = 0 if lowered.startswith(key) else lowered.find(b"\n" + key)
-    while start != -1:
-        end = lowered.find(b"\n", start + 1)
-        while end != -1 and lowered[end + 1:end + 2] in (b" ", b"\t"):
-            end = lowered.find(b"\n", end + 1)
-        if lowered.find(b"=?", start, len(lowered) if end == -1 else end) != -1:
+    at = header.find(b"=?")
+    while at != -1:
+        line = header.rfind(b"\n", 0, at) + 1
+        while line and header[line:line + 1] in (b" ", b"\t"):  # the field began above
+            line = header.rfind(b"\n", 0, line - 1) + 1
+        if header[line:line + len(key)].lower() == key:
             return True
-        start = -1 if end == -1 else lowered.find(b"\n" + key, end)
+        at = header.find(b"=?", at + 2)
     return False
 
 
