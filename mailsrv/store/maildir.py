@@ -146,6 +146,7 @@ def _arrival_order(base: str) -> tuple[int, int, str]:
 
 
 _SIZE_FIELD = re.compile(r",([SW])=([0-9]+)(?=,|\Z)")
+_USUAL_SIZES = re.compile(r",S=([0-9]+),W=([0-9]+)\Z")
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -158,8 +159,12 @@ def _split_name(name: str) -> tuple[str, str]:
 
 def _size_from_base(base: str) -> tuple[int | None, int | None]:
     """
-    The S= (file size) and W= (CRLF size) fields of a Maildir base name.
+    The S= (file size) and W= (CRLF size) fields of a Maildir base name:
+    in the order Dovecot writes them, with one match.
     """
+    usual = _USUAL_SIZES.search(base)
+    if usual is not None:
+        return int(usual.group(1)), int(usual.group(2))
     sizes = dict(_SIZE_FIELD.findall(base))
     size, vsize = sizes.get("S"), sizes.get("W")
     return int(size) if size else None, int(vsize) if vsize else None
