@@ -300,11 +300,29 @@ class FolderIndex:
 
     def checkpoint(self) -> None:
         """
-        Copy the write-ahead log into the database and empty it.
+        Copy the write-ahead log into the database and empty it (under the
+        folder's lock, on this index's connection).
         """
         if self._connection is not None:
             self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.unchecked = False
+
+    def checkpoint_aside(self) -> None:
+        """
+        Copy the write-ahead log into the database on a connection of its
+        own, from any thread, while the folder is in use: a passive
+        checkpoint waits for no reader or writer, and its fsyncs (0.15 s
+        for a 10,000-message folder's headers) then hold up no command.
+        """
+        self.unchecked = False  # a write from now on asks for another
+        try:
+            aside = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, isolation_level=None)
+        except sqlite3.OperationalError:
+            return  # the folder is gone
+        try:
+            aside.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            aside.close()
 
     def close(self) -> None:
         self.release()

@@ -704,15 +704,13 @@ class MaildirUserStore:
 
     def _checkpoint(self, name: str) -> None:
         self._checkpoints.pop(name, None)
-
-        async def checkpoint():
-            async with self._lock(name):
-                await self._run(self._synced_work, name,
-                                lambda folder: folder.index.checkpoint(), (), False)
-
-        # The index is a cache: a failed checkpoint is tried again at the
+        folder = self._folders.get(name)
+        if folder is None:
+            return  # closed: closing checkpointed it
+        # Not under the folder's lock (see FolderIndex.checkpoint_aside).
+        # The index is a cache: a failed checkpoint is tried again after the
         # next write, or by SQLite when the index closes.
-        self._call(checkpoint()).addErrback(
+        self._run(folder.index.checkpoint_aside).addErrback(
             lambda f: log.failure("Checkpoint of {folder}'s index failed", f, folder=name))
 
     def _events(self, folder: _Folder, added, expunged, changed) -> list:
