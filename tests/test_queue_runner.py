@@ -13,10 +13,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.names import dns
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import TestCase
 
 from mailsrv.config import ConfigError, QueueSettings, RouteSettings, SmarthostSettings
-from mailsrv.queue.client import ClientSettings, DotStuffer
+from mailsrv.queue.client import ClientSettings
 from mailsrv.queue.routing import Router
 from mailsrv.queue.runner import QueueRunner
 from mailsrv.queue.spool import DELIVERED, PENDING, Spool
@@ -35,30 +35,6 @@ def free_port() -> int:
 
 def run_in_thread(function, *args, **kwargs) -> Deferred:
     return deferToThread(function, *args, **kwargs)
-
-
-class DotStufferTests(SynchronousTestCase):
-    def test_chunkBoundariesDoNotMatter(self):
-        """
-        RFC 5321 4.5.2: however the message is cut into chunks, the stuffed
-        stream is the same, every line starting with "." gets another.
-        """
-        message = b".first\r\nx\r\n.\r\n..two\r\nend.\r\n.last"
-        expected = b"..first\r\nx\r\n..\r\n...two\r\nend.\r\n..last\r\n.\r\n"
-        for cut in range(len(message) + 1):
-            for second_cut in range(cut, len(message) + 1):
-                stuffer = DotStuffer()
-                chunks = [message[:cut], message[cut:second_cut], message[second_cut:]]
-                stuffed = b"".join(stuffer.stuff(c) for c in chunks) + stuffer.end()
-                self.assertEqual(stuffed, expected, (cut, second_cut))
-
-    def test_endAfterCRLF(self):
-        """
-        A message ending in CRLF ends with just ".", an empty one too.
-        """
-        stuffer = DotStuffer()
-        self.assertEqual(stuffer.stuff(b"a\r\n") + stuffer.end(), b"a\r\n.\r\n")
-        self.assertEqual(DotStuffer().end(), b".\r\n")
 
 
 class QueueTestCase(TestCase):

@@ -7,7 +7,7 @@ It is our own protocol class, like the servers: twisted.mail's
 C{SMTPClient} dot-stuffs each 16 KiB chunk on its own, so a line starting
 with "." at a chunk boundary ends DATA early and the rest of the message
 reaches the next hop as commands (twisted-mail-notes.md 2.4).
-L{DotStuffer} carries the line state from one chunk to the next.
+L{mailsrv.dots.DotStuffer} carries the line state from one chunk to the next.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.protocols.basic import LineOnlyReceiver
 from zope.interface import implementer
 
+from mailsrv.dots import DotStuffer
 from mailsrv.tls import client_tls
 
 #: Bytes of a queued message read from disk at a time.
@@ -86,33 +87,6 @@ class ConnectionFailed(Exception):
         super().__init__(text)
         self.tls_failed = tls_failed
         self.reply = reply
-
-
-class DotStuffer:
-    """
-    Dot-stuffing across chunk boundaries (RFC 5321 4.5.2): a line starting
-    with "." gets another one, wherever the chunk boundaries fall.
-    """
-
-    def __init__(self):
-        self._line_start = True
-        self._last = b""
-
-    def stuff(self, chunk: bytes) -> bytes:
-        if not chunk:
-            return chunk
-        stuffed = chunk.replace(b"\n.", b"\n..")
-        if self._line_start and chunk[:1] == b".":
-            stuffed = b"." + stuffed
-        self._line_start = chunk.endswith(b"\n")
-        self._last = chunk[-1:]
-        return stuffed
-
-    def end(self) -> bytes:
-        """
-        The end of data: CRLF if the message did not end with one, then ".".
-        """
-        return b".\r\n" if self._line_start or not self._last else b"\r\n.\r\n"
 
 
 @implementer(IPushProducer)
