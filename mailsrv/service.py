@@ -28,6 +28,7 @@ from mailsrv.cred.realm import MailRealm
 from mailsrv.cred.throttle import LoginThrottle
 from mailsrv.imap.server import IMAPFactory, RecentClaims
 from mailsrv.logs import get_logger, set_level
+from mailsrv.pop3.server import POP3Factory
 from mailsrv.queue.bounces import Bouncer
 from mailsrv.queue.client import ClientSettings
 from mailsrv.queue.dkim import DKIMSigner
@@ -46,7 +47,6 @@ from mailsrv.store import make_store
 from mailsrv.store.interfaces import IMailStore
 from mailsrv.threads import ThreadPoolService
 from mailsrv.tls import ServerTLS, ensure_self_signed, self_signed_paths
-from mailsrv.unavailable import unavailable_factory
 
 log = get_logger(__name__)
 
@@ -261,6 +261,9 @@ def make_service(settings: Settings, *, reactor=None,
     imap_limiter = ConnectionLimiter(settings.limits.max_connections,
                                      settings.limits.max_connections_per_ip)
     recent, imap_sessions = RecentClaims(), Counter()
+    pop3_limiter = ConnectionLimiter(settings.limits.max_connections,
+                                     settings.limits.max_connections_per_ip)
+    maildrops: set[str] = set()
     for role in ROLES:
         protocol = PROTOCOL_OF_ROLE[role]
         for description in settings.endpoints(role):
@@ -272,7 +275,9 @@ def make_service(settings: Settings, *, reactor=None,
                                       implicit_tls=role in IMPLICIT_TLS_ROLES, recent=recent,
                                       sessions=imap_sessions)
             else:
-                factory = unavailable_factory(protocol)
+                factory = POP3Factory(settings, tls, portal, pop3_limiter, disk.run,
+                                      implicit_tls=role in IMPLICIT_TLS_ROLES,
+                                      maildrops=maildrops)
             if role in IMPLICIT_TLS_ROLES and not description.startswith("ssl:"):
                 factory = TLSMemoryBIOFactory(tls, False, factory)
             factory.noisy = False

@@ -33,11 +33,12 @@ MESSAGE = (b"From: Bob <bob@example.org>\r\nTo: Alice <alice@example.org>\r\n"
 
 class IMAPTestCase(TestCase):
     config = ""
+    roles = ("smtp", "imap", "imaps")
 
     def setUp(self):
         directory = Path(self.mktemp()).absolute()
         config, ca = write_test_config(directory, '[domains."example.org"]\n' + self.config,
-                                       roles=("smtp", "imap", "imaps"))
+                                       roles=self.roles)
         self.ca = ca
         self.settings = load_settings(config, environ={})
         self.settings.data_dir.mkdir(parents=True)

@@ -28,7 +28,7 @@ from tests.sourcetree import server_environment
 
 GREETINGS = {
     "smtp": b"220 localhost ESMTP mailsrv\r\n",
-    "pop3": b"-ERR [SYS/TEMP] POP3 service not available yet\r\n",
+    "pop3": b"+OK mailsrv POP3 ready\r\n",
 }
 
 _IMAP_GREETING = (b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE %s] "

@@ -80,10 +80,10 @@ class ConfiguredServerTests(TestCase):
         connect = ["openssl", "s_client", "-connect", f"127.0.0.1:{server.ports['pop3s']}",
                    "-CAfile", str(server.ca_path), "-verify_hostname", "localhost",
                    "-verify_return_error"]
-        result = subprocess.run([*connect, "-quiet"], input=b"", capture_output=True,
+        result = subprocess.run([*connect, "-quiet"], input=b"QUIT\r\n", capture_output=True,
                                 timeout=30)
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(result.stdout, GREETINGS["pop3"])
+        self.assertEqual(result.stdout, GREETINGS["pop3"] + b"+OK Bye\r\n")
         result = subprocess.run([*connect, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"],
                                 input=b"", capture_output=True, timeout=30)
         self.assertNotEqual(result.returncode, 0)

@@ -291,6 +291,15 @@ class IUserStore(Interface):
         @return: L{Deferred} of the expunged UIDs, ascending.
         """
 
+    def remove(name, uids):
+        """
+        Remove these messages, whatever their flags, in one step that other
+        sessions see whole (POP3's UPDATE state, RFC 1939 6).
+
+        @return: L{Deferred} of the removed UIDs, ascending (those still
+            there).
+        """
+
     def copy(name, uids, destination):
         """
         @return: L{Deferred} of L{CopyResult}.

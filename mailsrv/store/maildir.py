@@ -1086,6 +1086,9 @@ class MaildirUserStore:
     def expunge(self, name, uids=None) -> Deferred:
         return self._call(self._expunge(self._name(name), None if uids is None else set(uids)))
 
+    def remove(self, name, uids) -> Deferred:
+        return self._call(self._expunge(self._name(name), set(uids), only_deleted=False))
+
     async def _expunge(self, name, uids, only_deleted=True):
         expunged = await self._with_folder(name, self._remove_deleted, uids, only_deleted)
         if expunged:
