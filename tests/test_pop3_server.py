@@ -334,3 +334,51 @@ class AuthorizationTests(POP3TestCase):
                 return data
 
         self.assertEqual(await self.in_thread(session), b"-ERR Line too long\r\n")
+
+
+class LimitTests(POP3TestCase):
+    config = "[limits]\nmax_connections_per_ip = 2\nidle_timeout = 1\n"
+
+    async def test_connectionsPerAddress(self):
+        """
+        A connection over max_connections_per_ip is told why and closed
+        (RFC 3206 SYS/TEMP); once one closes, another is accepted.
+        """
+        def session():
+            first = self.pop(login=False)
+            second = self.pop(login=False)
+            with socket.create_connection(("127.0.0.1", self.ports["pop3"]), timeout=10) as sock:
+                refused = b""
+                while chunk := sock.recv(100):
+                    refused += chunk
+            first.quit()
+            second.quit()
+            time.sleep(0.2)
+            third = self.pop()
+            third.quit()
+            return refused
+
+        self.assertEqual(await self.in_thread(session),
+                         b"-ERR [SYS/TEMP] Too many connections, try again later\r\n")
+
+    async def test_idleSessionClosed(self):
+        """
+        A logged-in session idle past idle_timeout is closed, deleting
+        nothing (RFC 1939 3: the autologout timer).
+        """
+        def session():
+            self.delivered(1)
+            client = self.pop()
+            client.dele(1)
+            told = b""
+            while chunk := client.sock.recv(100):  # until the server closes (socket timeout 20 s)
+                told += chunk
+            client.close()
+            after = self.pop()
+            count = after.stat()[0]
+            after.quit()
+            return told, count
+
+        told, count = await self.in_thread(session)
+        self.assertEqual(told, b"-ERR Idle for too long, closing\r\n")
+        self.assertEqual(count, 1)

@@ -145,6 +145,7 @@ class POP3Server(Protocol, TimeoutMixin):
 
     def close(self):
         self._closing = True
+        self._unlock()  # the session is over: another may open the maildrop now
         self.transport.loseConnection()
 
     def _unlock(self):
