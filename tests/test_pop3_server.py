@@ -11,6 +11,7 @@ import poplib
 import socket
 import time
 
+from mailsrv.pop3 import server
 from tests.test_imap_server import ALICE, PASSWORD, IMAPTestCase, Raw
 
 #: A line starting with ".", a base64 attachment and 998-octet lines.
@@ -84,6 +85,31 @@ class RetrieveTests(POP3TestCase):
         self.assertEqual(stat, (1, len(stored)))
         self.assertEqual(listing[1], [b"1 %d" % len(stored)])
         self.assertTrue(quit.startswith(b"+OK"))
+
+    async def test_largeMessageInChunks(self):
+        """
+        A message larger than WHOLE is read in CHUNK pieces: lines starting
+        with "." right at the chunk boundaries are still stuffed, RETR and
+        TOP give the same bytes as a small message would.
+        """
+        # 65536 % 3 == 1: chunk boundaries fall before, inside and after
+        # the "." of such lines in turn.
+        line = b".\r\n"
+        large = b"Subject: large\r\n\r\n" + line * (server.WHOLE // len(line) + 30000)
+
+        def session():
+            stored = self.delivered(1, large)
+            client = self.pop()
+            try:
+                return stored, retrieved(client, 1), client.top(1, 3)[1]
+            finally:
+                client.quit()
+
+        stored, data, top = await self.in_thread(session)
+        self.assertGreater(len(stored), server.WHOLE)
+        self.assertEqual(data, stored)
+        header = stored.split(b"\r\n\r\n")[0].split(b"\r\n")
+        self.assertEqual(top, [*header, b"", *[line.rstrip(b"\r\n")] * 3])
 
     async def test_implicitTLSWithSASL(self):
         """

@@ -37,7 +37,10 @@ from mailsrv.store.interfaces import INBOX, TemporaryStoreError
 
 log = get_logger(__name__)
 
-#: Bytes of a message read from the store at a time for RETR and TOP.
+#: Messages up to this size are read whole, in one trip to the store (a
+#: trip per RETR is most of its cost); larger ones in CHUNK pieces.
+WHOLE = 1024 * 1024
+#: Bytes of a large message read from the store at a time.
 CHUNK = 64 * 1024
 
 _SEEN = "\\Seen"
@@ -410,23 +413,36 @@ class POP3Server(Protocol, TimeoutMixin):
 
     async def _send(self, index: int, stuffer: DotStuffer) -> None:
         """
-        The message as a dot-terminated block, read and written in chunks:
-        a large message is never held whole, and a client that reads slowly
-        slows the reading down.
+        The message as a dot-terminated block, its first line with the
+        status line and the last with the terminator: one write for most
+        messages.  A large message is read and written in chunks, never
+        held whole, and a client that reads slowly slows the reading down.
         """
         store = self.account.store
+        uid, size = self.maildrop.uids[index], self.maildrop.sizes[index]
+        status = f"+OK {size} octets\r\n".encode()
+        if size <= WHOLE:
+            contents = await store.read_messages(INBOX, [uid])
+            if uid not in contents:
+                raise Refused("The message was removed by another session")
+            self.transport.write(status + stuffer.stuff(contents[uid]) + stuffer.end())
+            return
         try:
-            message = await store.open_message(INBOX, self.maildrop.uids[index])
+            message = await store.open_message(INBOX, uid)
         except KeyError:
             raise Refused("The message was removed by another session") from None
-        run = self.factory.run
-        self.transport.write(f"+OK {self.maildrop.sizes[index]} octets\r\n".encode())
         self.transport.registerProducer(self, True)
         try:
-            while not stuffer.done and (chunk := await run(message.read, CHUNK)):
-                self.transport.write(stuffer.stuff(chunk))
+            while True:
+                chunk = await self.factory.run(message.read, CHUNK)
+                data = status + stuffer.stuff(chunk)
+                status = b""
+                # A file read returns less than asked only at its end.
+                if len(chunk) < CHUNK or stuffer.done:
+                    self.transport.write(data + stuffer.end())
+                    return
+                self.transport.write(data)
                 await self.writable()
-            self.transport.write(stuffer.end())
         except BaseException:
             # Never end the block on a partial message.
             self.transport.abortConnection()
