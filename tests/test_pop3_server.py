@@ -220,6 +220,38 @@ class UpdateStateTests(POP3TestCase):
         self.assertEqual(quit, b"+OK Bye, 1 messages deleted")
         self.assertEqual(after[0], 2)
 
+    async def test_maildropIsTheInboxAtLogin(self):
+        """
+        RFC 1939 4: the maildrop is what the INBOX held at login; mail that
+        arrives later waits for the next session, and a message removed
+        meanwhile by IMAP cannot be retrieved (-ERR, the session goes on).
+        """
+        def session():
+            self.delivered(2)
+            client = self.pop()
+            self.deliver()
+            time.sleep(0.3)
+            imap = self.login()
+            imap.select("INBOX")
+            imap.store("1", "+FLAGS", "\\Deleted")
+            imap.expunge()
+            stat, noop = client.stat(), client.noop()
+            try:
+                client.retr(1)
+            except poplib.error_proto as e:
+                gone = e.args[0]
+            second = retrieved(client, 2)
+            client.quit()
+            again = self.pop()
+            count = again.stat()[0]
+            again.quit()
+            return stat[0], noop, gone, second, count
+
+        stat, noop, gone, second, count = await self.in_thread(session)
+        self.assertEqual((stat, noop, count), (2, b"+OK", 2))
+        self.assertEqual(gone, b"-ERR The message was removed by another session")
+        self.assertTrue(second.endswith(MESSAGE))
+
     async def test_retrievedMarkedSeen(self):
         """
         Messages retrieved are \\Seen in the store at QUIT: IMAP sees it.
@@ -272,16 +304,21 @@ class AuthorizationTests(POP3TestCase):
         def session():
             client = self.pop(implicit=False, login=False)
             before = client.capa()
-            try:
-                client.user(ALICE)
-            except poplib.error_proto as e:
-                refused = e.args[0]
+            refused = []
+            for attempt in (lambda: client.user(ALICE),
+                            lambda: client._shortcmd("AUTH PLAIN AGFsaWNlAHg=")):
+                try:
+                    attempt()
+                except poplib.error_proto as e:
+                    refused.append(e.args[0])
             client.stls(self.tls())
             after = client.capa()
             client.quit()
             return before, refused, after
 
         before, refused, after = await self.in_thread(session)
+        self.assertEqual(refused[1], b"-ERR [AUTH] Authenticate after STLS")
+        refused = refused[0]
         self.assertIn("STLS", before)
         self.assertNotIn("USER", before)
         self.assertNotIn("SASL", before)
