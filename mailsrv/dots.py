@@ -17,13 +17,16 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 class DotStuffer:
     """
     @param limit: for POP3 TOP, where to cut the message.
+    @param crlf: the message is known to have CRLF line ends already, so
+        they are not looked at.
     """
 
-    def __init__(self, limit: LineLimit | None = None):
+    def __init__(self, limit: LineLimit | None = None, crlf: bool = False):
         self._line_start = True
         self._last = b""
         self._raw_last = b""
         self._limit = limit
+        self._crlf = crlf
 
     @property
     def done(self) -> bool:
@@ -42,7 +45,7 @@ class DotStuffer:
         rest = chunk[len(first):] if first else chunk
         # Counting is ten times faster than the regular expression, and most
         # messages are CRLF already.
-        if rest.count(b"\n") != rest.count(b"\r\n"):
+        if not self._crlf and rest.count(b"\n") != rest.count(b"\r\n"):
             rest = _BARE_LF.sub(b"\r\n", rest)
         chunk = first + rest if first else rest
         if self._limit is not None:

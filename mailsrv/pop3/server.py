@@ -402,7 +402,7 @@ class POP3Server(Protocol, TimeoutMixin):
     async def do_RETR(self, rest):
         self._in("TRANSACTION")
         index = self.maildrop.number(rest)
-        await self._send(index, DotStuffer())
+        await self._send(index)
         self.maildrop.retrieved.add(index)
 
     async def do_TOP(self, rest):
@@ -411,7 +411,7 @@ class POP3Server(Protocol, TimeoutMixin):
         index = self.maildrop.number(number)
         if not lines.isascii() or not lines.isdigit():
             raise Refused("TOP needs a message number and a line count")
-        await self._send(index, DotStuffer(LineLimit(int(lines))))
+        await self._send(index, LineLimit(int(lines)))
 
     async def _read_ahead(self, index: int) -> bytes | None:
         """
@@ -436,7 +436,7 @@ class POP3Server(Protocol, TimeoutMixin):
             ahead.update({i: contents.get(maildrop.uids[i]) for i in wanted})
         return ahead.pop(index)
 
-    async def _send(self, index: int, stuffer: DotStuffer) -> None:
+    async def _send(self, index: int, limit: LineLimit | None = None) -> None:
         """
         The message as a dot-terminated block, its first line with the
         status line and the last with the terminator: one write for most
@@ -450,8 +450,10 @@ class POP3Server(Protocol, TimeoutMixin):
             content = await self._read_ahead(index)
             if content is None:
                 raise Refused("The message was removed by another session")
+            stuffer = DotStuffer(limit, crlf=True)  # the store gives CRLF
             self.transport.write(status + stuffer.stuff(content) + stuffer.end())
             return
+        stuffer = DotStuffer(limit)
         try:
             message = await store.open_message(INBOX, uid)
         except KeyError:

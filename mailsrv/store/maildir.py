@@ -857,12 +857,18 @@ class MaildirUserStore:
     def _read_messages(self, folder: _Folder, uids) -> dict[int, bytes]:
         contents = {}
         for uid in uids:
-            if uid in folder.messages:
+            message = folder.messages.get(uid)
+            if message is not None:
                 try:
                     with open(folder.path_of(uid), "rb") as f:
-                        contents[uid] = to_crlf(f.read())
+                        content = f.read()
                 except FileNotFoundError:
                     continue
+                # A file whose CRLF size is its size has no bare LF: no
+                # need to look (two passes over every message otherwise).
+                entry = message.entry
+                contents[uid] = content if entry.size == entry.vsize == len(content) \
+                    else to_crlf(content)
         return contents
 
     def headers(self, name, uids) -> Deferred:
