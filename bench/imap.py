@@ -140,6 +140,8 @@ from tests.sourcetree import server_environment, twistd_command  # noqa: E402
 
 REFERENCE = HERE / "imap_reference"
 DOVECOT = Path("/usr/sbin/dovecot")
+#: Where Debian puts Dovecot's per-protocol programs.
+DOVECOT_LIBEXEC = Path("/usr/lib/dovecot")
 UNSHARE = Path("/usr/bin/unshare")
 DOMAIN = "bench.example"
 PASSWORD = "bench-password"
@@ -581,18 +583,35 @@ def tree_memory(root: int) -> tuple[int, int, int]:
     return rss, pss, count
 
 
+#: How each protocol's greeting starts, when the server is ready.
+GREETINGS = {"imap": b"* OK", "pop3": b"+OK"}
+
+
+def greeting(port: int) -> bytes:
+    """
+    The first line from 127.0.0.1:C{port} (OSError while nothing listens).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT) as sock:
+        data = b""
+        while b"\n" not in data and (more := sock.recv(CHUNK)):
+            data += more
+    return data
+
+
 class Server:
     """
-    A server under test, all its state in its own folder of the temp dir.
+    A server under test, all its state in its own folder of the temp dir,
+    serving one protocol (imap or pop3: bench/pop3.py uses these too).
     """
 
     name = ""
     title = ""
 
-    def __init__(self, root: Path, password_hash: str):
+    def __init__(self, root: Path, password_hash: str, protocol: str):
         self.directory = root / self.name
         self.directory.mkdir()
         self.password_hash = password_hash
+        self.protocol = protocol
         self.process: subprocess.Popen | None = None
         self.port = 0
         self.log = self.directory / "server.log"
@@ -600,17 +619,17 @@ class Server:
     def home(self, user: str) -> Path:
         return self.mail_root / DOMAIN / user
 
-    def add_users(self, master: Path, users: list[str]) -> None:
+    def add_users(self, masters: dict[str, Path]) -> None:
         """
-        A fresh copy of the master Maildir for each user, and their passwords.
+        For each user, a fresh copy of their master Maildir; their passwords.
         """
-        for user in users:
+        for user, master in masters.items():
             copy_maildir(master, self.home(user))
-        self.write_users(users)
+        self.write_users(list(masters))
 
     def start(self) -> None:
         """
-        Launch, then wait for an IMAP greeting.
+        Launch, then wait for the protocol's greeting.
         """
         self.port = free_port()
         self.launch()
@@ -620,12 +639,13 @@ class Server:
                 raise Unavailable(f"{self.name} exited with status "
                                   f"{self.process.returncode}: {tail(self.log)}")
             try:
-                Client(self.port).sock.close()
-                return
-            except IMAPError as e:
-                raise Unavailable(f"{self.name}: {e}") from None
+                line = greeting(self.port)
             except OSError:
                 time.sleep(0.05)
+                continue
+            if not line.startswith(GREETINGS[self.protocol]):
+                raise Unavailable(f"{self.name}: greeting {line[:100]!r}")
+            return
         raise Unavailable(f"{self.name}: no greeting after {START_TIMEOUT:.0f} s: "
                           + tail(self.log))
 
@@ -658,8 +678,8 @@ class Mailsrv(Server):
     name = "mailsrv"
     title = "mailsrv"
 
-    def __init__(self, root: Path, password_hash: str, connections: int):
-        super().__init__(root, password_hash)
+    def __init__(self, root: Path, password_hash: str, connections: int, protocol: str):
+        super().__init__(root, password_hash, protocol)
         self.data = self.directory / "data"
         self.mail_root = self.data / "mail"
         self.connections = connections
@@ -678,12 +698,14 @@ class Mailsrv(Server):
 
     def launch(self) -> None:
         config = self.directory / "mailsrv.toml"
-        listeners = "\n".join(f"{role} = []" for role in (
-            "smtp", "submission", "submissions", "imaps", "pop3", "pop3s"))
+        listeners = "\n".join(
+            f'{role} = ["tcp:{self.port}:interface=127.0.0.1"]' if role == self.protocol
+            else f"{role} = []"
+            for role in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"))
         room = self.connections + 100
         config.write_text(
             '[server]\nhostname = "mailsrv.bench.invalid"\ndata_dir = "data"\n\n'
-            f'[listeners]\nimap = ["tcp:{self.port}:interface=127.0.0.1"]\n{listeners}\n\n'
+            f"[listeners]\n{listeners}\n\n"
             f'[domains."{DOMAIN}"]\n\n'
             "[auth]\nallow_plaintext = true\n\n"
             f"[limits]\nmax_connections = {room}\nmax_connections_per_ip = {room}\n"
@@ -717,12 +739,13 @@ class Dovecot(Server):
 
     name = "dovecot"
 
-    def __init__(self, root: Path, password_hash: str, connections: int):
-        super().__init__(root, password_hash)
+    def __init__(self, root: Path, password_hash: str, connections: int, protocol: str):
+        super().__init__(root, password_hash, protocol)
         self.mail_root = self.directory / "mail"
         self.connections = connections
-        if not DOVECOT.exists():
-            raise Unavailable(f"{DOVECOT} is missing: install Debian's dovecot-imapd")
+        if not DOVECOT.exists() or not (DOVECOT_LIBEXEC / protocol).exists():
+            raise Unavailable(f"Dovecot's {protocol} is missing: install Debian's "
+                              f"dovecot-{protocol}d")
         self.version = subprocess.run([str(DOVECOT), "--version"], capture_output=True,
                                       text=True, timeout=30).stdout.split(" ")[0]
         self.title = f"Dovecot {self.version}"
@@ -739,7 +762,7 @@ class Dovecot(Server):
         config.write_text((REFERENCE / "dovecot.conf").read_text().format(
             base_dir=self.directory / "run", state_dir=self.directory / "state",
             log_path=self.log, user=user, group=group, uid=uid, gid=gid,
-            passwd=self.directory / "passwd", port=self.port,
+            passwd=self.directory / "passwd", protocol=self.protocol, port=self.port,
             connections=self.connections + 100, processes=self.connections + 100,
             clients=4 * (self.connections + 100)))
         self.popen([*prefix, str(DOVECOT), "-F", "-c", str(config)])
@@ -1040,7 +1063,10 @@ def profile_mailsrv(server: Server, user: str, folders: list[FolderSpec], py_spy
 # -- the run -------------------------------------------------------------------
 
 
-def print_facts(args, directory: Path, servers: list[Server]) -> None:
+def print_facts(directory: Path, servers: list[Server], mail: str) -> None:
+    """
+    What ran where: the machine, the code, the servers, the temp dir, C{mail}.
+    """
     print(f"machine      {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start")
     print(f"python       {platform.python_implementation()} {platform.python_version()}; "
@@ -1048,8 +1074,7 @@ def print_facts(args, directory: Path, servers: list[Server]) -> None:
     print(f"servers      {', '.join(s.title for s in servers)}; TLS off, 127.0.0.1, "
           "SHA512-CRYPT passwords (5000 rounds)")
     print(f"temp dir     {directory} ({filesystem_of(directory)})")
-    print(f"mail         INBOX {args.small} messages of ~4 KB, Large {args.large} of ~100 KB; "
-          f"{'LF' if args.lf else 'CRLF'} line ends")
+    print(f"mail         {mail}")
 
 
 def print_results(rows: list[dict], folders: list[FolderSpec], servers: list[Server],
@@ -1108,6 +1133,15 @@ def print_results(rows: list[dict], folders: list[FolderSpec], servers: list[Ser
                     parts.append(f"{100 * statistics.median(values):.0f}")
             shares.append(f"{key} {'/'.join(parts)}")
         print(f"    {spec.name} ({'/'.join(names)}): {', '.join(shares)}")
+    print_other_work(rows)
+    return correct and not errors
+
+
+def print_other_work(rows: list[dict]) -> None:
+    """
+    How much else the machine did during the measured operations, and a
+    warning where that disturbed them.
+    """
     timed = [r for r in rows if "other" in r and r["seconds"] >= JUDGED]
     if timed:
         worst = max(timed, key=lambda r: r["other"])
@@ -1121,7 +1155,6 @@ def print_results(rows: list[dict], folders: list[FolderSpec], servers: list[Ser
             print(f"  WARNING: other work used more than {100 * NOISY:.0f}% of a core during "
                   f"{noisy} of {len(timed)} operations: those figures are disturbed; "
                   "rerun on an idle machine.")
-    return correct and not errors
 
 
 def print_memory(results: list[dict]) -> None:
@@ -1206,15 +1239,18 @@ def main():
     try:
         password_hash = "{SHA512-CRYPT}" + sha512_crypt.using(rounds=5000).hash(PASSWORD)
         classes = {"mailsrv": Mailsrv, "dovecot": Dovecot}
-        servers = [classes[name](directory, password_hash, args.connections)
+        servers = [classes[name](directory, password_hash, args.connections, "imap")
                    for name in SERVERS if name in names]
-        print_facts(args, directory, servers)
+        print_facts(directory, servers,
+                    f"INBOX {args.small} messages of ~4 KB, Large {args.large} of ~100 KB; "
+                    f"{'LF' if args.lf else 'CRLF'} line ends")
         started = time.perf_counter()
         master = directory / "master"
         truths = write_master(master, folders, args.lf)
         generated = time.perf_counter() - started
         for server in servers:
-            server.add_users(master, users + (["profile"] if args.profile else []))
+            server.add_users(dict.fromkeys(users + (["profile"] if args.profile else []),
+                                           master))
         os.sync()
         print(f"prepared     in {generated:.1f} s (master), "
               f"{time.perf_counter() - started - generated:.1f} s (copies for "
