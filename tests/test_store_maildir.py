@@ -420,6 +420,19 @@ class ExternalChangeTests(StoreTestMixin, SynchronousTestCase):
         self.result(self.user.snapshot("INBOX"))
         self.assertEqual(looks, [1, 1])
 
+    def test_workWaitingWhenClosed(self):
+        """
+        Work that waited for a folder's lock while the store closed (a
+        resync after the server stopped) fails as temporary and does not
+        reach the stopped thread pool.
+        """
+        lock = self.user._lock("INBOX")
+        self.result(lock.acquire())
+        waiting = self.user.snapshot("INBOX")
+        self.user.close()
+        lock.release()
+        self.error(waiting, TemporaryStoreError)
+
     def test_flagsChangedByAnotherProgram(self):
         recorder = Recorder()
         self.user.add_listener("INBOX", recorder)

@@ -601,6 +601,7 @@ class MaildirUserStore:
         self._resyncs: dict[str, object] = {}
         self._checkpoints: dict[str, object] = {}
         self._snapshot_waiters: dict[str, list[Deferred]] = {}
+        self._closed = False
 
     # -- plumbing ---------------------------------------------------------
 
@@ -667,6 +668,10 @@ class MaildirUserStore:
         is called (in the reactor) once the lock is held.
         """
         async with self._lock(name):
+            if self._closed:
+                # Waited for the lock while the server stopped: its threads
+                # are gone.
+                raise TemporaryStoreError("The mail store is shutting down")
             if locked is not None:
                 locked()
             result, events = await self._run(self._synced_work, name, work, args)
@@ -780,7 +785,8 @@ class MaildirUserStore:
         self._resyncs.pop(name, None)
         if name in self._listeners:
             self._call(self._with_folder(name, None)).addErrback(
-                lambda f: log.failure("Resync of {folder} failed", f, folder=name))
+                lambda f: None if self._closed else
+                log.failure("Resync of {folder} failed", f, folder=name))
 
     # -- reading ----------------------------------------------------------
 
@@ -1354,6 +1360,7 @@ class MaildirUserStore:
         write_atomically(self.root / SPECIAL_USE_FILE, text.encode("utf-8"))
 
     def close(self) -> None:
+        self._closed = True
         for pending in [*self._resyncs.values(), *self._checkpoints.values()]:
             if pending.active():
                 pending.cancel()
