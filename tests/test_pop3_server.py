@@ -400,7 +400,22 @@ class AuthorizationTests(POP3TestCase):
 
 
 class LimitTests(POP3TestCase):
-    config = "[limits]\nmax_connections_per_ip = 2\nidle_timeout = 1\n"
+    config = "[limits]\nmax_connections_per_ip = 2\nidle_timeout = 1\ncommand_timeout = 2\n"
+
+    async def test_loginTimeout(self):
+        """
+        A client that does not log in within command_timeout is told and
+        disconnected.
+        """
+        def session():
+            with socket.create_connection(("127.0.0.1", self.ports["pop3"]), timeout=20) as sock:
+                data = b""
+                while chunk := sock.recv(100):
+                    data += chunk
+                return data
+
+        self.assertEqual(await self.in_thread(session),
+                         b"+OK mailsrv POP3 ready\r\n-ERR Idle for too long, closing\r\n")
 
     async def test_connectionsPerAddress(self):
         """
