@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
 from mailsrv.cred.throttle import peer_key
 
 
@@ -51,3 +55,31 @@ def accept(transport) -> str:
         pass
     peer = transport.getPeer()
     return getattr(peer, "host", str(peer))
+
+
+@implementer(IPushProducer)
+class BackPressure:
+    """
+    For a server protocol that registers itself as its transport's producer
+    while it writes a long response (IMAP FETCH, POP3 RETR): L{writable}
+    fires once the transport wants more, so a client that reads slowly
+    slows the server down instead of filling its memory.  The protocol
+    errbacks C{_paused} when its connection is lost.
+    """
+
+    _paused: Deferred | None = None
+
+    def writable(self) -> Deferred:
+        return self._paused if self._paused is not None else succeed(None)
+
+    def pauseProducing(self):
+        if self._paused is None:
+            self._paused = Deferred()
+
+    def resumeProducing(self):
+        if self._paused is not None:
+            paused, self._paused = self._paused, None
+            paused.callback(None)
+
+    def stopProducing(self):
+        pass

@@ -14,16 +14,14 @@ import io
 import tempfile
 from collections import Counter
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from mailsrv.config import Settings
-from mailsrv.connections import ConnectionLimiter, accept
+from mailsrv.connections import BackPressure, ConnectionLimiter, accept
 from mailsrv.imap.parser import (
     BadCharset,
     Literal,
@@ -67,8 +65,7 @@ class _LiteralReader:
         return Literal(file=self._file, size=self.size)
 
 
-@implementer(IPushProducer)
-class IMAPServer(Protocol, TimeoutMixin):
+class IMAPServer(BackPressure, Protocol, TimeoutMixin):
     """
     One IMAP connection.  While a long response is written (FETCH), it is
     the transport's producer, so that a client that reads slowly slows the
@@ -169,24 +166,6 @@ class IMAPServer(Protocol, TimeoutMixin):
     def stop_streaming(self) -> None:
         if self.transport is not None:
             self.transport.unregisterProducer()
-
-    def writable(self) -> Deferred:
-        """
-        Fires once the transport wants more output.
-        """
-        return self._paused if self._paused is not None else succeed(None)
-
-    def pauseProducing(self):
-        if self._paused is None:
-            self._paused = Deferred()
-
-    def resumeProducing(self):
-        if self._paused is not None:
-            paused, self._paused = self._paused, None
-            paused.callback(None)
-
-    def stopProducing(self):
-        pass
 
     # Input
 

@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 from zope.interface import implementer
 
 from mailsrv import __version__
-from mailsrv.cred.credentials import PeerUsernamePassword
+from mailsrv.cred.credentials import PeerUsernamePassword, plain_response
 from mailsrv.cred.realm import IMailAccount
 from mailsrv.imap import encoding
 from mailsrv.imap.parser import Command, FetchItem, SequenceSet
@@ -398,10 +398,10 @@ class Session:
                 initial = base64.b64decode(line, validate=True)
             except ValueError:
                 raise Bad("Invalid base64 in the response") from None
-        parts = initial.split(b"\0")
-        if len(parts) != 3:
-            raise Bad("Malformed PLAIN response")
-        authzid, user, password = (p.decode("utf-8", "replace") for p in parts)
+        try:
+            authzid, user, password = plain_response(initial)
+        except ValueError as e:
+            raise Bad(str(e)) from None
         if authzid and authzid.lower() != user.lower():
             raise No("Logging in as another user is not allowed", "AUTHORIZATIONFAILED")
         return await self._login(user, password)

@@ -20,16 +20,14 @@ import base64
 from dataclasses import dataclass, field
 
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
-from zope.interface import implementer
 
 from mailsrv import __version__
 from mailsrv.config import Settings
-from mailsrv.connections import ConnectionLimiter, accept
-from mailsrv.cred.credentials import PeerUsernamePassword
+from mailsrv.connections import BackPressure, ConnectionLimiter, accept
+from mailsrv.cred.credentials import PeerUsernamePassword, plain_response
 from mailsrv.cred.realm import IMailAccount
 from mailsrv.dots import DotStuffer, LineLimit
 from mailsrv.logs import get_logger
@@ -93,8 +91,7 @@ class Maildrop:
         return [i for i in range(len(self.uids)) if i not in self.deleted]
 
 
-@implementer(IPushProducer)
-class POP3Server(Protocol, TimeoutMixin):
+class POP3Server(BackPressure, Protocol, TimeoutMixin):
     """
     One POP3 connection.
 
@@ -212,21 +209,6 @@ class POP3Server(Protocol, TimeoutMixin):
     def reply(self, text: str) -> None:
         self.transport.write(text.encode("utf-8") + b"\r\n")
 
-    def writable(self) -> Deferred:
-        return self._paused if self._paused is not None else succeed(None)
-
-    def pauseProducing(self):
-        if self._paused is None:
-            self._paused = Deferred()
-
-    def resumeProducing(self):
-        if self._paused is not None:
-            paused, self._paused = self._paused, None
-            paused.callback(None)
-
-    def stopProducing(self):
-        pass
-
     # Commands
 
     async def _run(self, line: bytes) -> None:
@@ -333,10 +315,10 @@ class POP3Server(Protocol, TimeoutMixin):
             decoded = b"" if initial == "=" else base64.b64decode(initial, validate=True)
         except ValueError:
             raise Refused("Invalid base64") from None
-        parts = decoded.split(b"\0")
-        if len(parts) != 3:
-            raise Refused("Malformed PLAIN response")
-        authzid, user, password = (p.decode("utf-8", "replace") for p in parts)
+        try:
+            authzid, user, password = plain_response(decoded)
+        except ValueError as e:
+            raise Refused(str(e)) from None
         if authzid and authzid.lower() != user.lower():
             raise Refused("Logging in as another user is not allowed", "AUTH")
         await self._login(user, password)
