@@ -12,6 +12,7 @@ import socket
 import time
 
 from mailsrv.pop3 import server
+from mailsrv.store.maildir import MaildirUserStore
 from tests.test_imap_server import ALICE, PASSWORD, IMAPTestCase, Raw
 
 #: A line starting with ".", a base64 attachment and 998-octet lines.
@@ -110,6 +111,38 @@ class RetrieveTests(POP3TestCase):
         self.assertEqual(data, stored)
         header = stored.split(b"\r\n\r\n")[0].split(b"\r\n")
         self.assertEqual(top, [*header, b"", *[line.rstrip(b"\r\n")] * 3])
+
+    async def test_pipelinedRetrsWaitForTheReader(self):
+        """
+        RFC 2449 6.6 PIPELINING: RETRs sent at once to a client that does not
+        read are answered only as it reads, not read from disk all at once
+        into the server's memory; once it reads, everything arrives.
+        """
+        reads = []
+        real = MaildirUserStore.read_messages
+        self.patch(MaildirUserStore, "read_messages",
+                   lambda store, name, uids: reads.append(len(uids)) or real(store, name, uids))
+        big = MESSAGE + b"y" * 500_000 + b"\r\n"
+
+        def session():
+            self.raw_session(messages=40, message=big).close()
+            client = self.pop()
+            client.sock.sendall(b"".join(b"RETR %d\r\n" % n for n in range(1, 41)))
+            time.sleep(1.5)
+            while_paused = sum(reads)
+            received, ends, tail = 0, 0, b""
+            while ends < 40:
+                chunk = tail + client.sock.recv(1 << 20)
+                ends += chunk.count(b"\r\n.\r\n")
+                received += len(chunk) - len(tail)
+                tail = chunk[-4:]  # an end split between two reads is counted once
+            client.quit()
+            return while_paused, received
+
+        while_paused, received = await self.in_thread(session)
+        self.assertLess(while_paused, 40)
+        self.assertEqual(sum(reads), 40)
+        self.assertGreater(received, 40 * len(big))
 
     async def test_implicitTLSWithSASL(self):
         """

@@ -433,7 +433,15 @@ class POP3Server(BackPressure, Protocol, TimeoutMixin):
             if content is None:
                 raise Refused("The message was removed by another session")
             stuffer = DotStuffer(limit, crlf=True)  # the store gives CRLF
-            self.transport.write(status + stuffer.stuff(content) + stuffer.end())
+            # The next command waits until the transport wants more: a
+            # client that pipelines RETRs without reading must not make the
+            # server hold its maildrop in memory.
+            self.transport.registerProducer(self, True)
+            try:
+                self.transport.write(status + stuffer.stuff(content) + stuffer.end())
+                await self.writable()
+            finally:
+                self.transport.unregisterProducer()
             return
         stuffer = DotStuffer(limit)
         try:
