@@ -240,7 +240,7 @@ class HeaderTests(SynchronousTestCase):
 class NarrowTests(SynchronousTestCase):
     """
     L{search.narrow} may keep messages that do not match, but never drops
-    one that does.
+    one that does; for a HEADER key it keeps exactly those that match.
     """
 
     HEADERS = [
@@ -251,6 +251,18 @@ class NarrowTests(SynchronousTestCase):
         "Subject: Stra\u00dfe\r\n\r\n".encode(),
         b"X-Subject: zeppelin\r\nSubject: other\r\n\r\n",
         b"",
+        # RFC 5322 1.2.2: names are case-insensitive; 4.5: obsolete white
+        # space before the colon.
+        b"sUbJeCt: ZEPPELIN\r\n\r\n",
+        b"Subject \t: zeppelin\r\n\r\n",
+        # Only the second of two fields matches; a folded encoded word.
+        b"Subject: none\r\nSubject: a zeppelin\r\n\r\n",
+        b"Subject: =?utf-8?q?one?=\r\n =?utf-8?b?WmVwcGVsaW4=?=\r\n\r\n",
+        # A header block without its blank line, then one that (wrongly)
+        # starts with white space: neither continues the other.
+        b"Subject: plain",
+        b" zeppelin\r\n\r\n",
+        "Subject: Gr\u00fc\u00dfe, zeppelin\r\n\r\n".encode(),
     ]
     KEYS = ["report", "zeppelin", "Zeppelin", "long enough", "", " ", "strasse",
             "stra\u00dfe", "gr\u00fc\u00dfe", "plain", "other", "folded zeppelin"]
@@ -267,6 +279,37 @@ class NarrowTests(SynchronousTestCase):
                     c.header = header
                     if match(search_key, c):
                         self.assertTrue(narrowed is None or i in narrowed, (field, wanted, i))
+
+    def test_headerExactly(self):
+        """
+        For a HEADER key, narrowing keeps exactly the messages that match,
+        whatever the chunks the blocks are scanned in.
+        """
+        headers = [h.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" if b"\r\n\r\n" in h else h
+                   for h in self.HEADERS]
+        headers = headers * (search._SCAN_CHUNK // len(headers) + 2)
+        for field in ("SUBJECT", "X-SUBJECT", "From"):
+            for wanted in self.KEYS:
+                if not wanted.strip():
+                    continue
+                search_key = key("HEADER", field, wanted)
+                expected = set()
+                for i, header in enumerate(headers):
+                    c = candidate(header or b"\r\n")
+                    c.header = header
+                    if match(search_key, c):
+                        expected.add(i)
+                self.assertEqual(search.narrow(search_key, headers), expected, (field, wanted))
+
+    def test_orNarrows(self):
+        """
+        An OR of two narrowing keys keeps what either keeps; with one that
+        does not narrow, everything may match.
+        """
+        headers = [b"Subject: one\r\n\r\n", b"Subject: two\r\n\r\n", b"Subject: three\r\n\r\n"]
+        one, two = key("HEADER", "SUBJECT", "one"), key("HEADER", "SUBJECT", "two")
+        self.assertEqual(search.narrow(key("OR", one, two), headers), {0, 1})
+        self.assertIsNone(search.narrow(key("OR", one, key("ALL")), headers))
 
     def test_dropsMostMessages(self):
         headers = [b"Subject: message %d\r\nFrom: =?utf-8?q?A?= <a@b>\r\n\r\n" % n

@@ -174,10 +174,10 @@ class IndexTests(SynchronousTestCase):
         self.addCleanup(index.close)
         entries, _ = index.load()
         self.assertEqual(list(entries), ["1.x"])
-        self.assertEqual(index.outlines(["1.x"]), {})
+        self.assertEqual(index.outlines({1: "1.x"}), {})
         index.set_outlines({"1.x": (b"\r\n", "[]")})
-        self.assertEqual(index.outlines(["1.x"]), {"1.x": "[]"})
-        self.assertEqual(index.headers(["1.x"]), {"1.x": b"\r\n"})
+        self.assertEqual(index.outlines({1: "1.x"}), {1: "[]"})
+        self.assertEqual(index.headers({1: "1.x"}), {1: b"\r\n"})
 
     def test_mostOfTheFolder(self):
         """
@@ -192,10 +192,10 @@ class IndexTests(SynchronousTestCase):
         index.update([(b, IndexEntry(1, 1, 0.0, 1)) for b in bases], [], 1)
         index.set_headers({b: b.encode() for b in bases[:1100]})
         for most in (False, True):
-            self.assertEqual(index.headers(bases[5:1150], most),
-                             {b: b.encode() for b in bases[5:1100]})
+            self.assertEqual(index.headers(dict(enumerate(bases[5:1150], 6)), most),
+                             {n: b.encode() for n, b in enumerate(bases[5:1100], 6)})
         index.update([], bases[:10], 1)
-        self.assertEqual(len(index.headers(bases, True)), 1090)
+        self.assertEqual(len(index.headers(dict(enumerate(bases, 1)), True)), 1090)
 
 
 class StoreOutlineTests(SynchronousTestCase):
@@ -253,14 +253,14 @@ class HeaderCacheTests(SynchronousTestCase):
         cache = HeaderCache(budget=100)
         cache.put(Path("a"), {"1": b"x" * 40})
         cache.put(Path("b"), {"1": b"y" * 40})
-        self.assertEqual(cache.get(Path("a"), ["1", "2"]), {"1": b"x" * 40})
+        self.assertEqual(cache.get(Path("a"), {1: "1", 2: "2"}), {1: b"x" * 40})
         cache.put(Path("c"), {"1": b"z" * 40})
-        self.assertEqual(cache.get(Path("b"), ["1"]), {})
-        self.assertEqual(cache.get(Path("a"), ["1"]), {"1": b"x" * 40})
+        self.assertEqual(cache.get(Path("b"), {1: "1"}), {})
+        self.assertEqual(cache.get(Path("a"), {1: "1"}), {1: b"x" * 40})
         cache.drop(Path("a"), ["1"])
-        self.assertEqual(cache.get(Path("a"), ["1"]), {})
+        self.assertEqual(cache.get(Path("a"), {1: "1"}), {})
         cache.put(Path("d"), {"1": b"w" * 60})
-        self.assertEqual(cache.get(Path("c"), ["1"]), {"1": b"z" * 40})
+        self.assertEqual(cache.get(Path("c"), {1: "1"}), {1: b"z" * 40})
 
     def test_indexServesFromTheCache(self):
         """
@@ -274,6 +274,6 @@ class HeaderCacheTests(SynchronousTestCase):
         index.update([("1.x", IndexEntry(1, 1, 0.0, 1))], [], 1)
         index.set_headers({"1.x": b"A: b\r\n\r\n"})
         self.patch(index, "_column", lambda *args: self.fail("read the database"))
-        self.assertEqual(index.headers(["1.x"], True), {"1.x": b"A: b\r\n\r\n"})
+        self.assertEqual(index.headers({1: "1.x"}, True), {1: b"A: b\r\n\r\n"})
         index.update([], ["1.x"], 1)
-        self.assertEqual(index._registry.headers.get(index.path, ["1.x"]), {})
+        self.assertEqual(index._registry.headers.get(index.path, {1: "1.x"}), {})

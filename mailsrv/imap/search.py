@@ -14,7 +14,7 @@ from __future__ import annotations
 import operator
 import re
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
@@ -22,6 +22,7 @@ from email.errors import HeaderParseError
 from email.header import decode_header
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 from mailsrv.store.interfaces import MessageInfo
@@ -36,6 +37,13 @@ _HEADER_OPS = frozenset({"HEADER", "TEXT", "SENTBEFORE", "SENTON", "SENTSINCE"})
 _BODY_OPS = frozenset({"BODY", "TEXT"})
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _FOLD_BYTES = re.compile(rb"\r?\n[ \t]+")
+#: What follows a field's name: the colon, and the value with its
+#: continuation lines (RFC 5322 2.2.3; the obsolete syntax of 4.5 allows
+#: white space before the colon).
+_FIELD_VALUE = re.compile(rb"[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)")
+#: Header blocks joined for one scan in L{narrow}: 256 of ~1 KB scanned
+#: faster than more, while the copies stayed in the processor's cache.
+_SCAN_CHUNK = 256
 
 
 @dataclass(slots=True)
@@ -67,13 +75,13 @@ def narrow(key: SearchKey, headers: list[bytes]) -> set[int] | None:
     """
     The positions in C{headers} (each message's header block, in order)
     of the messages that may satisfy C{key}, found in one pass over them
-    all; None when any may.  Only HEADER keys (alone or in an AND) narrow:
-    testing each of 10,000 messages in Python kept SEARCH SUBJECT at 4x
-    Dovecot's time (bench/imap.py), and most messages fail one look at
-    the bytes.  L{matches} still decides for those that remain.
+    all; None when any may.  Only HEADER keys narrow, alone or in an AND
+    or an OR: testing each of 10,000 messages in Python kept SEARCH
+    SUBJECT at 4x Dovecot's time (bench/imap.py).  L{matches} still
+    decides for those that remain.
     """
     if key.op == "HEADER":
-        return _header_survivors(*key.args, headers)
+        return _header_matches(*key.args, headers)
     if key.op == "AND":
         found = None
         for child in key.args:
@@ -81,32 +89,58 @@ def narrow(key: SearchKey, headers: list[bytes]) -> set[int] | None:
             if narrowed is not None:
                 found = narrowed if found is None else found & narrowed
         return found
+    if key.op == "OR":
+        either = [narrow(child, headers) for child in key.args]
+        return None if None in either else either[0] | either[1]
     return None
 
 
-def _header_survivors(name: str, wanted: str, headers: list[bytes]) -> set[int] | None:
+def _header_matches(name: str, wanted: str, headers: list[bytes]) -> set[int] | None:
     """
-    For L{narrow}: the messages that L{_header_test}'s first look does not
-    reject -- those with a header that is not 7-bit, or with an encoded
-    word in a field named C{name}, or with the key's longest word anywhere.
-    Comprehensions, not a call per message: they run in a fraction of the
-    time.
+    For L{narrow}: the messages that match C{HEADER name wanted}, or None
+    for a blank key, which every message with the field matches.
+
+    Only a value with the key's longest word, an encoded word, a byte
+    that is not 7-bit or a continuation line can match (see
+    L{_value_test}), so one regular expression over the header blocks
+    joined finds the few fields to test, rather than Python code for each
+    message: that took three times as long (bench/imap.py).  Blocks are
+    joined a chunk at a time, so a huge folder is not copied whole.
     """
     if not name.isascii():
-        return set()
+        return set()  # RFC 5322 2.2: field names are ASCII
     folded = wanted.casefold()
     words = folded.encode("ascii").split() if folded.isascii() else []
     if folded.isascii() and not words:
-        return None  # an empty or blank key: every message with the field
-    key = name.lower().encode("ascii")
-    survivors = {i for i, header in enumerate(headers) if not header.isascii()}
-    # "?" first: finding one byte is much faster than finding two.
-    survivors.update(i for i, header in enumerate(headers)
-                     if b"?" in header and _encoded_word_in(header, key))
-    if words:
-        word = max(words, key=len)
-        survivors.update(i for i, header in enumerate(headers) if word in header.lower())
-    return survivors
+        return None
+    pattern = _candidate_pattern(name, max(words, key=len) if words else b"")
+    matches_value = _value_test(wanted)
+    value_offset = 1 + len(name)  # a match starts at the line break before the name
+    found = set()
+    for first in range(0, len(headers), _SCAN_CHUNK):
+        chunk = headers[first:first + _SCAN_CHUNK]
+        # "\0" on a line of its own between blocks: a block's last line
+        # can never seem to continue into the next one.
+        joined = b"\n" + b"\n\0\n".join(chunk)
+        starts = list(accumulate((len(header) + 3 for header in chunk), initial=1))
+        for candidate in pattern.finditer(joined):
+            value = _FIELD_VALUE.match(joined, candidate.start() + value_offset)
+            if matches_value(value[1]):
+                found.add(first + bisect_right(starts, candidate.start() + 1) - 1)
+    return found
+
+
+@lru_cache(maxsize=64)
+def _candidate_pattern(name: str, word: bytes) -> re.Pattern[bytes]:
+    """
+    A field C{name} (ASCII) at a line start, up to the first sign on its
+    first line that it may match (see L{_header_matches}), ignoring the
+    case of ASCII letters (as a bytes pattern does): as fast as looking
+    for the lower-case name in the blocks lower-cased, without that copy.
+    """
+    signs = [rb"=\?", rb"[\x80-\xff]", rb"\n[ \t]"] + ([re.escape(word)] if word else [])
+    return re.compile(rb"\n%b[ \t]*:[^\n]*?(?:%b)"
+                      % (re.escape(name.encode("ascii")), b"|".join(signs)), re.IGNORECASE)
 
 
 def needs_body(key: SearchKey) -> bool:
@@ -176,78 +210,52 @@ def _header(args, c, ls, lu):
 def _header_test(name: str, wanted: str) -> Callable[[bytes], bool]:
     """
     Whether a header block has a field C{name} whose decoded value contains
-    C{wanted}, ignoring case: a test with all it needs of the key worked
-    out once, as it runs for every message of the folder.
-
-    Values that are 7-bit and have no encoded words read the same raw as
-    decoded, so they are compared as bytes; unfolding only joins lines, so
-    in a header that is all such, each word of the key must appear as it
-    is -- one look rejects most messages, which finding fields for each
-    made SEARCH SUBJECT 5x slower than Dovecot (bench/imap.py).
-    Casefolding can turn other characters into ASCII ("\u00df" is "ss"),
-    so what is not 7-bit is decoded and casefolded.
+    C{wanted}, ignoring case.
     """
     if not name.isascii():
-        return lambda header: False  # RFC 5322 2.2: field names are ASCII
+        return lambda header: False
+    key = name.lower().encode("ascii")
+    matches_value = _value_test(wanted)
+    return lambda header: any(matches_value(raw) for raw in _raw_values(header, key))
+
+
+@lru_cache(maxsize=64)
+def _value_test(wanted: str) -> Callable[[bytes], bool]:
+    """
+    Whether a raw field value, decoded, contains C{wanted}, ignoring case:
+    a test with all it needs of the key worked out once, as it may run
+    for every message of the folder.
+
+    Values that are 7-bit and have no encoded words read the same raw as
+    decoded, so they are compared as bytes.  Casefolding can turn other
+    characters into ASCII ("\u00df" is "ss"), so what is not 7-bit is
+    decoded and casefolded.
+    """
     folded = wanted.casefold()
     ascii_key = folded.encode("ascii") if folded.isascii() else None
-    words = ascii_key.split() if ascii_key is not None else None
-    pattern = _field_pattern(name)
-    key = name.lower().encode("ascii")
 
-    def test(header: bytes) -> bool:
-        lowered = header.lower()
-        if header.isascii() and (words is None or not all(word in lowered for word in words)) \
-                and not _encoded_word_in(header, key):
-            return False
-        for raw in _raw_values(header, lowered, key, pattern):
-            if raw.isascii() and b"=?" not in raw:
-                value = _FOLD_BYTES.sub(b" ", raw).strip().lower()
-                if ascii_key is not None and ascii_key in value:
-                    return True
-            elif folded in _decode_words(_unfolded(raw)).casefold():
-                return True
-        return False
+    def test(raw: bytes) -> bool:
+        if raw.isascii() and b"=?" not in raw:
+            return ascii_key is not None and ascii_key in _FOLD_BYTES.sub(b" ", raw).strip().lower()
+        return folded in _decode_words(_unfolded(raw)).casefold()
 
     return test
 
 
-@lru_cache(maxsize=64)
-def _field_pattern(name: str) -> re.Pattern[bytes]:
-    value = rb"[ \t]*:((?:[^\r\n]|\r?\n[ \t])*)"
-    return re.compile(re.escape(name.encode("ascii")) + value, re.IGNORECASE)
-
-
-def _encoded_word_in(header: bytes, key: bytes) -> bool:
+def _raw_values(header: bytes, key: bytes) -> Iterator[bytes]:
     """
-    Whether an encoded word may start in a field named C{key} (lower-case):
-    whether a "=?" sits on a line starting with the name, or on one of
-    its continuation lines.  Many messages have one in From: only.
+    The raw values of every field named C{key} (lower-case) in C{header},
+    found without parsing the other fields: the value is read only where a
+    line starts with the name, as C{bytes.find} finds that much faster than
+    a case-insensitive regular expression does.
     """
-    at = header.find(b"=?")
-    while at != -1:
-        line = header.rfind(b"\n", 0, at) + 1
-        while line and header[line:line + 1] in (b" ", b"\t"):  # the field began above
-            line = header.rfind(b"\n", 0, line - 1) + 1
-        if header[line:line + len(key)].lower() == key:
-            return True
-        at = header.find(b"=?", at + 2)
-    return False
-
-
-def _raw_values(header: bytes, lowered: bytes, key: bytes, pattern: re.Pattern[bytes]):
-    """
-    The raw values of every field named C{key} (lower-case) in C{header}
-    (C{lowered} is it in lower case), found without parsing the other
-    fields: the pattern is tried only where a line starts with the name,
-    as C{bytes.find} finds that much faster than a case-insensitive
-    regular expression does.
-    """
+    lowered = header.lower()
     at = lowered.find(key)
     while at != -1:
-        found = pattern.match(header, at) if at == 0 or header[at - 1] == 0x0A else None
-        if found is not None:
-            yield found.group(1)
+        if at == 0 or header[at - 1] == 0x0A:
+            found = _FIELD_VALUE.match(header, at + len(key))
+            if found is not None:
+                yield found[1]
         at = lowered.find(key, at + 1)
 
 

@@ -696,9 +696,9 @@ class Session:
         _, key = command.args
         view = self.view
         messages = view.messages()
-        headers = await self.account.store.headers(view.name, [m.uid for m in messages]) \
+        headers = await self.account.store.headers(view.name, view.uids) \
             if needs_header(key) and messages else None
-        narrowed = narrow(key, [headers.get(m.uid, b"") for m in messages]) \
+        narrowed = narrow(key, [headers.get(uid, b"") for uid in view.uids]) \
             if headers is not None else None
         reads_body = needs_body(key)
         largest_uid = view.uids[-1] if view.uids else 0
@@ -706,9 +706,9 @@ class Session:
         # One candidate at a time: a list of them all kept 10,000 objects
         # alive, and the garbage collector's passes over them were a third
         # of a SEARCH (bench/imap.py).
-        for seq, info in enumerate(messages, 1):
-            if narrowed is not None and seq - 1 not in narrowed:
-                continue
+        for position in range(len(messages)) if narrowed is None else sorted(narrowed):
+            info = messages[position]
+            seq = position + 1
             candidate = Candidate(seq, info, info.uid in view.recent)
             if headers is not None:
                 candidate.header = headers.get(info.uid, b"")

@@ -79,13 +79,18 @@ class HeaderCache:
         self._total = 0
         self._lock = threading.Lock()
 
-    def get(self, folder: Path, bases: list[str]) -> dict[str, bytes]:
+    def get(self, folder: Path, wanted: dict[int, str]) -> dict[int, bytes]:
+        """
+        The cached header blocks of these messages by UID (C{wanted} gives
+        each one's base name by UID).
+        """
         with self._lock:
             headers = self._folders.get(folder)
             if headers is None:
                 return {}
             self._folders.move_to_end(folder)
-            return {base: headers[base] for base in bases if base in headers}
+            return {uid: header for uid, base in wanted.items()
+                    if (header := headers.get(base)) is not None}
 
     def put(self, folder: Path, headers: dict[str, bytes]) -> None:
         with self._lock:
@@ -233,26 +238,29 @@ class FolderIndex:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('highest_modseq', ?)",
                              (highest_modseq,))
 
-    def outlines(self, bases: list[str], most: bool = False) -> dict[str, str]:
+    def outlines(self, wanted: dict[int, str], most: bool = False) -> dict[int, str]:
         """
         The stored outlines (see L{mailsrv.store.summary}) of these messages,
-        for those that have one.  C{most} says that they are most of the
-        folder: one pass over the table is then faster than looking each up.
+        by UID, for those that have one (C{wanted} gives each one's base
+        name by UID).  C{most} says that they are most of the folder: one
+        pass over the table is then faster than looking each up.
         """
-        return self._column("outline", bases, most)
+        stored = self._column("outline", list(wanted.values()), most)
+        return {uid: stored[base] for uid, base in wanted.items() if base in stored}
 
-    def headers(self, bases: list[str], most: bool = False) -> dict[str, bytes]:
+    def headers(self, wanted: dict[int, str], most: bool = False) -> dict[int, bytes]:
         """
         The stored header blocks of these messages, for those that have one;
-        C{most} as for L{outlines}.
+        C{wanted} and C{most} as for L{outlines}.
         """
         cache = self._registry.headers
-        found = cache.get(self.path, bases)
-        if len(found) < len(bases):
-            missing = [b for b in bases if b not in found]
-            loaded = self._column("header", missing, most and 2 * len(missing) > len(bases))
+        found = cache.get(self.path, wanted)
+        if len(found) < len(wanted):
+            missing = {uid: base for uid, base in wanted.items() if uid not in found}
+            loaded = self._column("header", list(missing.values()),
+                                  most and 2 * len(missing) > len(wanted))
             cache.put(self.path, loaded)
-            found.update(loaded)
+            found.update((uid, loaded[base]) for uid, base in missing.items() if base in loaded)
         return found
 
     def _column(self, table: str, bases: list[str], most: bool) -> dict:
