@@ -15,14 +15,12 @@ from __future__ import annotations
 import imaplib
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import NamedTuple
 
-from twisted.trial.unittest import SkipTest
-
+from tests.clients import output, run
 from tests.test_imap_server import ALICE, MESSAGE, PASSWORD, IMAPTestCase
 
 ATTACHMENT = (
@@ -59,25 +57,6 @@ SERVER = {
 #: The internal date of the first message of each folder (2026-02-05
 #: 08:30 UTC); the next one arrived a second later, and so on.
 ARRIVED = 1770280200
-
-
-def run(command: list[str], stdin: bytes = b"", home: Path | None = None
-        ) -> subprocess.CompletedProcess:
-    """
-    Run a client with HOME in the test's folder.  The environment loses
-    PYTHONPATH and the like: trial -j sets PYTHONPATH to its own sys.path,
-    which breaks the system Python that offlineimap runs on.
-    """
-    if shutil.which(command[0]) is None:
-        raise SkipTest(f"{command[0]} is not installed (.ci/run installs it)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    if home is not None:
-        env["HOME"] = str(home)
-    return subprocess.run(command, input=stdin, capture_output=True, timeout=60, env=env)
-
-
-def output(result: subprocess.CompletedProcess) -> str:
-    return (result.stdout + result.stderr).decode("utf-8", "replace")
 
 
 def quoted(name: str) -> str:

@@ -27,12 +27,12 @@ import os
 import pwd
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 
 from mailsrv.pop3.server import WHOLE
-from tests.test_imap_interop import InteropTestCase, Stored, output, run, unix
+from tests.clients import output, require, run
+from tests.test_imap_interop import InteropTestCase, Stored, unix
 from tests.test_imap_server import ALICE, PASSWORD
 from tests.test_pop3_server import ATTACHMENT, MESSAGE, POP3TestCase
 
@@ -54,15 +54,6 @@ FETCHMAIL_RECEIVED = re.compile(
     rb"\tby [^\n]+ with POP3 \(fetchmail-[^\n]+\)\n"
     rb"\tfor <[^\n]+> \(single-drop\); [^\n]+\n"
     rb"(?=Received: from \[127\.0\.0\.1\] \(\[127\.0\.0\.1\]\)\n\tby localhost \(mailsrv\))")
-
-
-def require(client: str) -> None:
-    """
-    Fail, not skip, when a client is missing: .ci/run installs it, and a
-    check skipped in CI proves nothing.
-    """
-    if shutil.which(client) is None:
-        raise AssertionError(f"{client} is not installed (.ci/run installs it)")
 
 
 def without_fetchmail_received(message: bytes) -> bytes:

@@ -5,21 +5,13 @@ curl, installed from Debian by .ci/run).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
-from twisted.trial.unittest import SkipTest
-
+from tests.clients import run
 from tests.smtp_sink import SMTPSink
 from tests.test_smtp_server import ALICE, BOB, PASSWORD, SMTPTestCase
 
 BODY = "Subject: interop\r\n\r\nSent by a real client.\r\n"
-
-
-def run(command: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess:
-    if shutil.which(command[0]) is None:
-        raise SkipTest(f"{command[0]} is not installed (.ci/run installs it)")
-    return subprocess.run(command, input=stdin, capture_output=True, timeout=60)
 
 
 class SwaksTests(SMTPTestCase):
