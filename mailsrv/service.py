@@ -172,6 +172,7 @@ class MailService(MultiService):
         self.checker.users().addCallback(self._hint_when_no_users)
 
     def stopService(self):
+        self.store.stop_timers()  # their work would find the pools gone
         stopped = super().stopService()
         stopped.addBoth(lambda result: (self.store.close(), result)[1])
         return stopped

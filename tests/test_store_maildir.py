@@ -247,8 +247,13 @@ class MessageTests(StoreTestMixin, SynchronousTestCase):
         self.assertEqual([m.uid for m in inbox.messages], [2])
         with self.result(self.user.open_message("Trash", 1)) as f:
             self.assertEqual(f.read(), message(1))
-        self.error(self.user.move("INBOX", [2], "INBOX"), StoreError)
         self.error(self.user.copy("INBOX", [2], "Nowhere"), NoSuchFolder)
+        # RFC 6851 3.3: a move within the folder gives the message a new UID.
+        self.assertEqual(self.result(self.user.move("INBOX", [2], "INBOX")).uids, ((2, 3),))
+        inbox = self.result(self.user.snapshot("INBOX"))
+        self.assertEqual([m.uid for m in inbox.messages], [3])
+        with self.result(self.user.open_message("INBOX", 3)) as f:
+            self.assertEqual(f.read(), message(2))
 
     def test_copyIntoTheSameFolder(self):
         self.result(self.user.append("INBOX", message(1)))

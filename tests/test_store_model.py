@@ -125,9 +125,6 @@ class StoreMachine(RuleBasedStateMachine):
         uids = self.uids(source, data)
         operation = self.user.move if move else self.user.copy
         result = outcome(operation(source, uids, destination))
-        if move and source == destination:
-            assert isinstance(result, StoreError), result
-            return
         if source not in self.model or destination not in self.model:
             assert isinstance(result, NoSuchFolder), result
             return

@@ -368,13 +368,16 @@ class RecentClaims:
         last = self._claimed.get((user, folder, uidvalidity), 0)
         return sum(1 for uid in uids if uid > last)
 
-    def claim(self, user: str, folder: str, uidvalidity: int, uids) -> set[int]:
+    def claim(self, user: str, folder: str, uidvalidity: int, uids, read_only: bool = False
+              ) -> set[int]:
         """
-        Claim the UIDs above the last claim; return them.
+        Claim the UIDs above the last claim; return them.  A C{read_only}
+        session (EXAMINE) sees them as recent without taking that from the
+        next session (RFC 3501 6.3.2).
         """
         key = (user, folder, uidvalidity)
         last = self._claimed.get(key, 0)
         recent = {uid for uid in uids if uid > last}
-        if recent:
+        if recent and not read_only:
             self._claimed[key] = max(recent)
         return recent

@@ -39,6 +39,7 @@ from mailsrv.imap.search import (
 from mailsrv.logs import get_logger
 from mailsrv.store.interfaces import (
     INBOX,
+    FolderExists,
     FolderSnapshot,
     IFolderListener,
     MessageInfo,
@@ -62,12 +63,14 @@ _SEEN = "\\Seen"
 
 class No(Exception):
     """
-    End the command with NO (and an optional response code).
+    End the command with NO (and an optional response code); with C{bye},
+    end the session too, after the NO (RFC 3501 7.1.5).
     """
 
-    def __init__(self, text: str, code: str | None = None):
+    def __init__(self, text: str, code: str | None = None, bye: str | None = None):
         super().__init__(text)
         self.code = code
+        self.bye = bye
 
 
 class Bad(Exception):
@@ -84,6 +87,8 @@ def _store_errors(error: Exception) -> No:
         return No(str(error), "OVERQUOTA")
     if isinstance(error, NoSuchFolder):
         return No(str(error), "NONEXISTENT")
+    if isinstance(error, FolderExists):
+        return No(str(error), "ALREADYEXISTS")
     if isinstance(error, TemporaryStoreError):
         return No(f"{error} (try again later)", "UNAVAILABLE")
     return No(str(error), "CANNOT")
@@ -310,6 +315,9 @@ class Session:
         except No as e:
             code = f"[{e.code}] " if e.code else ""
             self.write(f"{command.tag} NO {code}{e}\r\n")
+            if e.bye is not None:
+                self.untagged(f"BYE {e.bye}")
+                self._protocol.close()
         except Bad as e:
             self.write(f"{command.tag} BAD {e}\r\n")
             if self.count_error():
@@ -412,10 +420,9 @@ class Session:
             _, account, _ = await self._factory.portal.login(credentials, None, IMailAccount)
         except UnauthorizedLogin:
             self._auth_failures += 1
-            if self._auth_failures >= self._settings.limits.max_auth_failures:
-                self.untagged("BYE Too many failed logins")
-                self._protocol.close()
-            raise No("Authentication failed", "AUTHENTICATIONFAILED") from None
+            too_many = self._auth_failures >= self._settings.limits.max_auth_failures
+            raise No("Authentication failed", "AUTHENTICATIONFAILED",
+                     bye="Too many failed logins" if too_many else None) from None
         sessions = self._factory.sessions
         if sessions[account.address] >= self._settings.limits.max_connections_per_user:
             raise No("Too many sessions for this user; close one and try again", "LIMIT")
@@ -456,7 +463,7 @@ class Session:
             raise No(f"No folder {name}", "NONEXISTENT") from None
         recent = self._factory.recent.claim(self.account.address, snapshot.name,
                                             snapshot.uidvalidity,
-                                            [m.uid for m in snapshot.messages])
+                                            [m.uid for m in snapshot.messages], read_only)
         view = FolderView(snapshot, read_only, recent, self._changed)
         self.view = view
         store.add_listener(snapshot.name, view)
@@ -495,7 +502,8 @@ class Session:
         (name,) = command.args
         if name == INBOX:
             raise No("INBOX always exists", "ALREADYEXISTS")
-        await self.account.store.create_folder(name.rstrip("."))
+        # RFC 3501 6.3.3: one trailing delimiter declares a parent-to-be.
+        await self.account.store.create_folder(name[:-1] if name.endswith(".") else name)
         return "CREATE completed"
 
     async def do_DELETE(self, command):
@@ -557,9 +565,21 @@ class Session:
         self._need_auth()
         reference, pattern = command.args
         matcher = _matcher(reference, pattern)
-        for name in await self.account.store.subscriptions():
+        subscribed = await self.account.store.subscriptions()
+        parents = {}
+        for name in subscribed:
             if matcher(name):
                 self.untagged(b'LSUB () "." ' + encoding.mailbox(name))
+                continue
+            # RFC 3501 6.3.9: "%" stops above a subscribed name; the level
+            # it reaches is returned \Noselect if not subscribed itself.
+            levels = name.split(".")
+            for depth in range(1, len(levels)):
+                parent = ".".join(levels[:depth])
+                if matcher(parent) and parent not in subscribed:
+                    parents.setdefault(parent, None)
+        for parent in parents:
+            self.untagged(b'LSUB (\\Noselect) "." ' + encoding.mailbox(parent))
         return "LSUB completed"
 
     async def do_STATUS(self, command):
@@ -626,8 +646,19 @@ class Session:
             if view is None:
                 return
             view.stale = False
-            snapshot = await self.account.store.snapshot(view.name)
-            if self.view is view:
+            try:
+                snapshot = await self.account.store.snapshot(view.name)
+            except NoSuchFolder:
+                snapshot = None
+            if self.view is view and (snapshot is None
+                                      or snapshot.uidvalidity != view.uidvalidity):
+                # RFC 2180 3.3: the selected folder was deleted or renamed
+                # elsewhere (perhaps made anew since); as Dovecot does, the
+                # session ends.
+                self._unselect()
+                self.untagged(f"BYE The selected folder {view.name} is gone")
+                self._protocol.close()
+            elif self.view is view:
                 self._tell_changes(view, snapshot)
 
     def _tell_changes(self, view: FolderView, snapshot: FolderSnapshot) -> None:
@@ -652,7 +683,7 @@ class Session:
                           f"{encoding.flag_list(view.flags(message.uid)).decode()})")
         if added:
             view.recent |= self._factory.recent.claim(
-                self.account.address, view.name, view.uidvalidity, added)
+                self.account.address, view.name, view.uidvalidity, added, view.read_only)
             self.untagged(f"{len(view.uids)} EXISTS")
             self.untagged(f"{len(view.recent)} RECENT")
 

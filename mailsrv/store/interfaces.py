@@ -168,6 +168,15 @@ class MessagesExpunged:
     uids: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class FolderDeleted:
+    """
+    The folder is gone (deleted or renamed, here or by another program).
+    """
+
+    folder: str
+
+
 class IFolderListener(Interface):
     """
     Told of every change to a folder, whoever made it: a delivery, another
@@ -176,7 +185,8 @@ class IFolderListener(Interface):
 
     def folder_changed(event):
         """
-        @param event: L{MessagesAdded}, L{FlagsChanged} or L{MessagesExpunged}.
+        @param event: L{MessagesAdded}, L{FlagsChanged}, L{MessagesExpunged}
+            or L{FolderDeleted}.
         """
 
 
@@ -331,6 +341,12 @@ class IMailStore(Interface):
         The store of one user; no disk access until it is used.
 
         @rtype: L{IUserStore}
+        """
+
+    def stop_timers():
+        """
+        Schedule no more background work (resyncs, checkpoints): called
+        when the server starts stopping, before its thread pools go.
         """
 
     def close():

@@ -52,6 +52,7 @@ from mailsrv.store.interfaces import (
     AppendResult,
     CopyResult,
     FlagsChanged,
+    FolderDeleted,
     FolderExists,
     FolderInfo,
     FolderSnapshot,
@@ -110,6 +111,25 @@ TMP_MAX_AGE = 36 * 3600
 _CHUNK = 64 * 1024
 _WATCH_MASK = (inotify.IN_CREATE | inotify.IN_MOVED_TO | inotify.IN_MOVED_FROM
                | inotify.IN_DELETE)
+
+
+class _INotify(inotify.INotify):
+    """
+    Twisted's, except that a watched directory being removed does not end
+    the watching of every other: Twisted's calls loseConnection on any
+    IN_DELETE_SELF, and after a folder was deleted no idling session heard
+    of new mail any more (tests/test_imap_mailboxes.py).
+    """
+
+    _stopping = False
+
+    def loseConnection(self):
+        if self._stopping:
+            super().loseConnection()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.loseConnection()
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 _sequence = itertools.count()
 
@@ -604,6 +624,7 @@ class MaildirUserStore:
         self._checkpoints: dict[str, object] = {}
         self._snapshot_waiters: dict[str, list[Deferred]] = {}
         self._closed = False
+        self._stopping = False
 
     # -- plumbing ---------------------------------------------------------
 
@@ -698,7 +719,7 @@ class MaildirUserStore:
         L{CHECKPOINT_DELAY} (at once without a reactor to wait with).
         """
         folder = self._folders.get(name)
-        if folder is None or not folder.index.unchecked:
+        if folder is None or not folder.index.unchecked or self._stopping:
             return
         pending = self._checkpoints.get(name)
         if self._store.reactor is None:
@@ -777,6 +798,8 @@ class MaildirUserStore:
         Something changed in a watched folder: look soon, once for a burst
         (at once without a reactor to wait with).
         """
+        if self._stopping:
+            return
         if self._store.reactor is None:
             self._resync(name)
         elif name not in self._resyncs or not self._resyncs[name].active():
@@ -786,9 +809,13 @@ class MaildirUserStore:
     def _resync(self, name: str) -> None:
         self._resyncs.pop(name, None)
         if name in self._listeners:
-            self._call(self._with_folder(name, None)).addErrback(
-                lambda f: None if self._closed else
-                log.failure("Resync of {folder} failed", f, folder=name))
+            self._call(self._with_folder(name, None)).addErrback(self._resync_failed, name)
+
+    def _resync_failed(self, failure, name: str) -> None:
+        if failure.check(NoSuchFolder):
+            self._notify([FolderDeleted(name)])  # another program removed it
+        elif not self._closed:
+            log.failure("Resync of {folder} failed", failure, folder=name)
 
     # -- reading ----------------------------------------------------------
 
@@ -1140,10 +1167,9 @@ class MaildirUserStore:
     async def _copy(self, name, uids, destination, move) -> CopyResult:
         """
         Hard-link the messages into the destination as new appends (no data
-        is copied), then for MOVE remove the originals (RFC 6851 3.3).
+        is copied), then for MOVE remove the originals (RFC 6851 3.3: a move
+        within one folder gives the messages new UIDs, as a COPY there does).
         """
-        if move and destination == name:
-            raise StoreError("cannot move messages into the folder they are in")
         if destination != name:
             await self._run(self._require_folder, destination)  # before linking anything
         sources = await self._with_folder(name, self._link_out, uids)
@@ -1248,6 +1274,7 @@ class MaildirUserStore:
     async def _delete(self, name):
         async with self._lock(name):
             await self._tree(self._remove_folder, name)
+        self._notify([FolderDeleted(name)])
 
     def _remove_folder(self, name) -> None:
         directory = folder_directory(self.root, name)
@@ -1361,13 +1388,22 @@ class MaildirUserStore:
         text = "".join(f"{use}\t{name}\n" for name, use in sorted(uses.items()))
         write_atomically(self.root / SPECIAL_USE_FILE, text.encode("utf-8"))
 
-    def close(self) -> None:
-        self._closed = True
+    def stop_timers(self) -> None:
+        """
+        Schedule no more resyncs and checkpoints, and cancel those pending:
+        the server is stopping, and the thread pools they need go first
+        (closing checkpoints each index anyway).
+        """
+        self._stopping = True
         for pending in [*self._resyncs.values(), *self._checkpoints.values()]:
             if pending.active():
                 pending.cancel()
         self._resyncs.clear()
         self._checkpoints.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self.stop_timers()
         for folder in self._folders.values():
             folder.close()
         self._folders.clear()
@@ -1411,7 +1447,7 @@ class MaildirStore:
             return
         try:
             if self._inotify is None:
-                self._inotify = inotify.INotify(self.reactor)
+                self._inotify = _INotify(self.reactor)
                 self._inotify.startReading()
             self._inotify.watch(FilePath(str(directory)), mask=_WATCH_MASK,
                                 callbacks=[callback])
@@ -1421,7 +1457,10 @@ class MaildirStore:
 
     def unwatch(self, directory: Path) -> None:
         if self._inotify is not None:
-            self._inotify.ignore(FilePath(str(directory)))
+            try:
+                self._inotify.ignore(FilePath(str(directory)))
+            except KeyError:
+                pass  # the directory was removed, and its watch with it
 
     def user(self, address: str) -> MaildirUserStore:
         store = self._users.get(address)
@@ -1433,11 +1472,18 @@ class MaildirStore:
     def deliver(self, address: str, message, folder: str = INBOX) -> Deferred:
         return self.user(address).deliver(folder, message)
 
+    def stop_timers(self) -> None:
+        """
+        See L{MaildirUserStore.stop_timers}: call before the pools stop.
+        """
+        for store in self._users.values():
+            store.stop_timers()
+
     def close(self) -> None:
         for store in self._users.values():
             store.close()
         self._users.clear()
         if self._inotify is not None:
-            self._inotify.loseConnection()
+            self._inotify.stop()
             self._inotify = None
 
