@@ -8,7 +8,16 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailsrv.store.dovecot_files import UIDLIST, UidRecord, append_records, read_uidlist
+from mailsrv.store import dovecot_files
+from mailsrv.store.dovecot_files import (
+    LOCK,
+    UIDLIST,
+    UidRecord,
+    append_records,
+    read_uidlist,
+    uidlist_lock,
+)
+from mailsrv.store.interfaces import TemporaryStoreError
 
 
 class UidListTests(SynchronousTestCase):
@@ -70,3 +79,50 @@ class UidListTests(SynchronousTestCase):
         for text in (b"1 777 10\n5 name\n", b"", b"3 N5\n"):
             self.path.write_bytes(text)
             self.assertIsNone(read_uidlist(self.folder), text)
+
+
+class UidListLockTests(SynchronousTestCase):
+    """
+    The uidlist dotlock: held while the block runs, and broken when left by
+    a crash.
+    """
+
+    def setUp(self):
+        self.folder = Path(self.mktemp())
+        self.folder.mkdir()
+        self.patch(dovecot_files, "LOCK_WAIT_SECONDS", 0.2)
+
+    def leave_lock(self, owner: str, age: float) -> None:
+        lock = self.folder / LOCK
+        lock.write_text(owner)
+        old = lock.stat().st_mtime - age
+        os.utime(lock, (old, old))
+
+    def test_heldWhileRunning(self):
+        with uidlist_lock(self.folder):
+            self.assertEqual((self.folder / LOCK).read_text(),
+                             f"{os.getpid()}:{dovecot_files._HOST}")
+        self.assertFalse((self.folder / LOCK).exists())
+
+    def test_liveOwnerWaitedFor(self):
+        """
+        A fresh lock of a live process is waited for, then a temporary
+        failure (the client retries).
+        """
+        self.leave_lock(f"{os.getppid()}:{dovecot_files._HOST}", 10)
+        with self.assertRaises(TemporaryStoreError), uidlist_lock(self.folder):
+            pass
+
+    def test_leftByACrash(self):
+        """
+        A lock naming a dead process, an empty one (its maker died before
+        writing its name), or any untouched for two minutes is broken.
+        """
+        for owner, age in ((f"999999999:{dovecot_files._HOST}", 5), ("", 5),
+                           (f"{os.getppid()}:{dovecot_files._HOST}", 200)):
+            self.leave_lock(owner, age)
+            with uidlist_lock(self.folder):
+                pass
+        self.leave_lock("", 0)
+        with self.assertRaises(TemporaryStoreError), uidlist_lock(self.folder):
+            pass

@@ -225,6 +225,10 @@ def _stale(path: Path) -> bool:
         return False
     if age > STALE_LOCK_SECONDS:
         return True
+    if age > DEAD_OWNER_SECONDS and not owner:
+        # Its maker died between creating it and writing its name (a kill
+        # there blocked the folder for two minutes: tests/test_store_crash).
+        return True
     match = re.fullmatch(r"(\d+):(.*)", owner)
     if age > DEAD_OWNER_SECONDS and match and match.group(2) == _HOST:
         try:
