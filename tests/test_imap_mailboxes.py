@@ -350,6 +350,24 @@ class DeleteTests(MailboxCommandTestCase):
         told = await self.in_thread(session)
         self.assertEqual(told, b"* BYE The selected folder Box is gone")
 
+    async def test_renameTellsIdlerInTheOldName(self):
+        """
+        RFC 2180 3.3: a session idling in a folder renamed elsewhere (or in
+        a folder below it) is disconnected at once with BYE.
+        """
+        def session():
+            idler = self.raw_session()
+            run(idler, b"CREATE Box.Sub", b"SELECT Box.Sub", prefix=b"o")
+            idler.send(b"i IDLE\r\n")
+            idling = idler.line()
+            renamed = self.session(b"RENAME Box Crate")
+            return idling, renamed, idler.line()
+
+        idling, [renamed], told = await self.in_thread(session)
+        self.assertEqual(idling, b"+ idling")
+        self.assertEqual(renamed, [b"c0 OK RENAME completed"])
+        self.assertEqual(told, b"* BYE The selected folder Box.Sub is gone")
+
     async def test_deleteFolderSelectedElsewhereKeepsIdleWorking(self):
         """
         RFC 2177: a session idling in INBOX hears of a message that another

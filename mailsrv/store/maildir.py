@@ -130,6 +130,8 @@ class _INotify(inotify.INotify):
     def stop(self) -> None:
         self._stopping = True
         self.loseConnection()
+
+
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 _sequence = itertools.count()
 
@@ -1274,7 +1276,7 @@ class MaildirUserStore:
     async def _delete(self, name):
         async with self._lock(name):
             await self._tree(self._remove_folder, name)
-        self._notify([FolderDeleted(name)])
+        self._notify([FolderDeleted(name)])  # its subfolders stay (RFC 3501 6.3.4)
 
     def _remove_folder(self, name) -> None:
         directory = folder_directory(self.root, name)
@@ -1312,6 +1314,9 @@ class MaildirUserStore:
         finally:
             for lock in locks:
                 lock.release()
+        # Sessions in the old names end at once, idling or not.
+        self._notify([FolderDeleted(name) for name in list(self._listeners)
+                      if _renamed(name, old, new) != name])
 
     def _rename_directories(self, old, new) -> None:
         source = folder_directory(self.root, old)
