@@ -83,3 +83,39 @@ class BackPressure:
 
     def stopProducing(self):
         pass
+
+
+class CountedConnection(BackPressure):
+    """
+    For a server protocol (IMAP, POP3) whose factory has a C{limiter} and
+    C{implicit_tls}: admit a connection against the limits, and at its end
+    give its place back and fail what waited for it (the next line, the
+    transport wanting more).
+    """
+
+    _counted = False
+    _line_waiter: Deferred | None = None
+    peer = "unknown"
+    tls = False
+
+    def admit(self) -> bool:
+        """
+        In connectionMade: whether the client may stay; if not, the caller
+        says so and closes.
+        """
+        self.peer = accept(self.transport)
+        self.tls = self.factory.implicit_tls
+        self._counted = self.factory.limiter.acquire(self.peer)
+        return self._counted
+
+    def release(self, reason) -> None:
+        """
+        In connectionLost.
+        """
+        if self._counted:
+            self._counted = False
+            self.factory.limiter.release(self.peer)
+        waiters, self._line_waiter, self._paused = (self._line_waiter, self._paused), None, None
+        for waiter in waiters:
+            if waiter is not None:
+                waiter.errback(reason)

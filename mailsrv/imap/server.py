@@ -21,7 +21,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from mailsrv.config import Settings
-from mailsrv.connections import BackPressure, ConnectionLimiter, accept
+from mailsrv.connections import ConnectionLimiter, CountedConnection
 from mailsrv.imap.parser import (
     BadCharset,
     Literal,
@@ -65,7 +65,7 @@ class _LiteralReader:
         return Literal(file=self._file, size=self.size)
 
 
-class IMAPServer(BackPressure, Protocol, TimeoutMixin):
+class IMAPServer(CountedConnection, Protocol, TimeoutMixin):
     """
     One IMAP connection.  While a long response is written (FETCH), it is
     the transport's producer, so that a client that reads slowly slows the
@@ -84,12 +84,7 @@ class IMAPServer(BackPressure, Protocol, TimeoutMixin):
         self._discarding_line = False
         self._busy = False
         self._closing = False
-        self._counted = False
         self._out: list[bytes] = []
-        self._line_waiter: Deferred | None = None
-        self._paused: Deferred | None = None
-        self.tls = False
-        self.peer = "unknown"
         self.session: Session | None = None
 
     @property
@@ -99,10 +94,7 @@ class IMAPServer(BackPressure, Protocol, TimeoutMixin):
     # Connection
 
     def connectionMade(self):
-        self.peer = accept(self.transport)
-        self.tls = self.factory.implicit_tls
-        self._counted = self.factory.limiter.acquire(self.peer)
-        if not self._counted:
+        if not self.admit():
             self.write(b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n")
             self.close()
             return
@@ -113,16 +105,9 @@ class IMAPServer(BackPressure, Protocol, TimeoutMixin):
 
     def connectionLost(self, reason):
         self.setTimeout(None)
-        if self._counted:
-            self.factory.limiter.release(self.peer)
         if self.session is not None:
             self.session.connection_lost()
-        if self._line_waiter is not None:
-            waiter, self._line_waiter = self._line_waiter, None
-            waiter.errback(reason)
-        if self._paused is not None:
-            paused, self._paused = self._paused, None
-            paused.errback(reason)
+        self.release(reason)
 
     def timeoutConnection(self):
         # RFC 3501 5.4: the autologout timer.

@@ -26,7 +26,7 @@ from twisted.protocols.policies import TimeoutMixin
 
 from mailsrv import __version__
 from mailsrv.config import Settings
-from mailsrv.connections import BackPressure, ConnectionLimiter, accept
+from mailsrv.connections import ConnectionLimiter, CountedConnection
 from mailsrv.cred.credentials import PeerUsernamePassword, plain_response
 from mailsrv.cred.realm import IMailAccount
 from mailsrv.dots import DotStuffer, LineLimit
@@ -91,7 +91,7 @@ class Maildrop:
         return [i for i in range(len(self.uids)) if i not in self.deleted]
 
 
-class POP3Server(BackPressure, Protocol, TimeoutMixin):
+class POP3Server(CountedConnection, Protocol, TimeoutMixin):
     """
     One POP3 connection.
 
@@ -102,13 +102,8 @@ class POP3Server(BackPressure, Protocol, TimeoutMixin):
         self._buffer = b""
         self._busy = False
         self._closing = False
-        self._counted = False
-        self._paused: Deferred | None = None
-        self._line_waiter: Deferred | None = None
         self._user: str | None = None
         self._auth_failures = 0
-        self.tls = False
-        self.peer = "unknown"
         self.account = None
         self.maildrop: Maildrop | None = None
         #: Contents read ahead by L{_read_ahead}, by message index.
@@ -121,10 +116,7 @@ class POP3Server(BackPressure, Protocol, TimeoutMixin):
     # Connection
 
     def connectionMade(self):
-        self.peer = accept(self.transport)
-        self.tls = self.factory.implicit_tls
-        self._counted = self.factory.limiter.acquire(self.peer)
-        if not self._counted:
+        if not self.admit():
             self.transport.write(b"-ERR [SYS/TEMP] Too many connections, try again later\r\n")
             self.close()
             return
@@ -133,13 +125,8 @@ class POP3Server(BackPressure, Protocol, TimeoutMixin):
 
     def connectionLost(self, reason):
         self.setTimeout(None)
-        if self._counted:
-            self.factory.limiter.release(self.peer)
         self._unlock()
-        for waiter in (self._line_waiter, self._paused):
-            if waiter is not None:
-                waiter.errback(reason)
-        self._line_waiter = self._paused = None
+        self.release(reason)
 
     def timeoutConnection(self):
         self.transport.write(b"-ERR Idle for too long, closing\r\n")
